@@ -1,0 +1,3 @@
+from onnxkit.cli import main
+
+raise SystemExit(main())

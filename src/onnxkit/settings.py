@@ -1,0 +1,36 @@
+"""Settings are read once at start-up into frozen objects and passed down.
+
+Nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_home() -> Path:
+    env = os.environ.get("ONNXKIT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "onnxkit"
+
+
+DEFAULT_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    # embeddings batcher
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 5.0
+    max_queue: int = 1024
+    # chat engine
+    max_concurrent_sequences: int = 8
+    max_queued_generations: int = 256
+    threads: int = 0  # 0: let onnxruntime decide
+    log_json: bool = False
+    access_log: bool = True
