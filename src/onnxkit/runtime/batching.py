@@ -1,0 +1,173 @@
+"""Dynamic batching: one asyncio task per model owning a bounded queue.
+
+The task collects requests until the batch is full (by a cost, e.g. number of
+texts) or the oldest request has waited ``max_delay_ms``, runs the batch in a
+worker thread, and resolves each request's future. Requests cancelled while
+queued are skipped; a full queue answers ``Overloaded`` (429) instead of growing.
+Items may carry a group key: only items with the same key are batched together
+(tensors whose shapes cannot be padded together).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from onnxkit.errors import ModelUnavailable, Overloaded
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    future: asyncio.Future[R]
+    cost: int
+    key: Hashable
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    size: int  # requests in the batch
+    cost: int  # summed cost (e.g. rows)
+    queue_seconds: list[float]
+    compute_seconds: float
+
+
+class Batcher(Generic[T, R]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        name: str,
+        max_batch_cost: int,
+        max_delay_ms: float,
+        max_queue: int,
+        cost: Callable[[T], int] = lambda _: 1,
+        key: Callable[[T], Hashable] = lambda _: None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self.name = name
+        self.max_batch_cost = max(1, max_batch_cost)
+        self.max_delay = max_delay_ms / 1000.0
+        self.max_queue = max_queue
+        self._cost = cost
+        self._key = key
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending[T, R]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher:{self.name}")
+
+    async def submit(self, item: T) -> R:
+        if self._closed:
+            raise ModelUnavailable(f"model {self.name!r} is shutting down")
+        self.start()
+        if len(self._queue) >= self.max_queue:
+            raise Overloaded(
+                f"model {self.name!r} has {len(self._queue)} requests queued (the limit); retry later"
+            )
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, future, max(1, self._cost(item)), self._key(item)))
+        self._wakeup.set()
+        return await future
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _take(self) -> list[_Pending[T, R]]:
+        """Pop a batch: same key as the oldest live request, up to the cost budget."""
+        while self._queue and self._queue[0].future.cancelled():
+            self._queue.popleft()
+        if not self._queue:
+            return []
+        key = self._queue[0].key
+        batch: list[_Pending[T, R]] = []
+        total = 0
+        kept: collections.deque[_Pending[T, R]] = collections.deque()
+        while self._queue:
+            p = self._queue.popleft()
+            if p.future.cancelled():
+                continue
+            if p.key != key or (batch and total + p.cost > self.max_batch_cost):
+                kept.append(p)
+                continue
+            batch.append(p)
+            total += p.cost
+        kept.extend(self._queue)
+        self._queue = kept
+        return batch
+
+    def _budget_ready(self) -> bool:
+        key = self._queue[0].key
+        return sum(p.cost for p in self._queue if p.key == key) >= self.max_batch_cost
+
+    async def _loop(self) -> None:
+        while not self._closed:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            deadline = self._queue[0].enqueued + self.max_delay
+            while not self._budget_ready():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take()
+            if not batch:
+                continue
+            await self._run(batch)
+
+    async def _run(self, batch: list[_Pending[T, R]]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(self._run_batch, [p.item for p in batch])
+        except Exception as exc:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        compute = time.perf_counter() - started
+        for p, r in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(r)
+        if self._on_batch:
+            self._on_batch(
+                BatchStats(
+                    size=len(batch),
+                    cost=sum(p.cost for p in batch),
+                    queue_seconds=[started - p.enqueued for p in batch],
+                    compute_seconds=compute,
+                )
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(ModelUnavailable(f"model {self.name!r} was unloaded"))
+        self._queue.clear()
