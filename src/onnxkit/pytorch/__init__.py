@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from onnxkit.pytorch.graph import UnsupportedOp
 from onnxkit.pytorch.module import OnnxModule, load
+from onnxkit.pytorch.writeback import WeightMismatch, save
 
-__all__ = ["OnnxModule", "UnsupportedOp", "load"]
+__all__ = ["OnnxModule", "UnsupportedOp", "WeightMismatch", "load", "save"]
