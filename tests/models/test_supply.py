@@ -143,6 +143,14 @@ def test_model_names() -> None:
     assert model_name("hf:org/repo") == "repo"
     assert model_name("hf:org/repo/onnx") == "repo-onnx"
     assert model_name("all-minilm-l6-v2") == "all-minilm-l6-v2"
+    assert model_name("http://example.test/x/%2E%2E%2Fetc.onnx") == "etc"  # never a path
+
+
+def test_url_spelling_dot_dot_stays_inside_the_cache(server: FileServer, cache: Cache) -> None:
+    url = server.serve("/x/%2E%2E", tiny_onnx())
+    model = pull(url, cache, progress=False)
+    assert model.path.parent == cache.root / "models"
+    assert model.name == "model"
 
 
 def test_resolve(server: FileServer, cache: Cache, tmp_path: Path) -> None:

