@@ -34,3 +34,10 @@ class ServerSettings:
     threads: int = 0  # 0: let onnxruntime decide
     log_json: bool = False
     access_log: bool = True
+    # tensor serving: Triton-layout repositories, --config files, model control, gRPC (None: off)
+    repositories: tuple[str, ...] = ()
+    model_config_files: tuple[str, ...] = ()
+    model_control: str = "none"  # none | poll | explicit
+    repository_poll_seconds: float = 5.0
+    load_models: tuple[str, ...] = ("*",)  # explicit mode: what to load at start
+    grpc_port: int | None = None

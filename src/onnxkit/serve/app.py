@@ -34,10 +34,27 @@ class ModelSpec:
 
 def make_store(settings: ServerSettings, metas: dict[str, dict[str, Any]] | None = None) -> ModelStore:
     async def load(name: str, version: str, path: Path) -> Servable:
-        meta = (metas or {}).get(name, {})
+        # The store holds the meta its load() was given (repository configs); the task needs the version.
+        found = store.find(name)
+        meta = {**(metas or {}).get(name, {}), **(found.meta if found else {}), "version": version}
         return await asyncio.to_thread(loader.load, name, path, settings, meta)
 
-    return ModelStore(load)
+    store = ModelStore(load)
+    return store
+
+
+def make_services(settings: ServerSettings) -> list[Any]:
+    """Model repository and gRPC server: each has ``async start(state)`` and ``async stop()``."""
+    services: list[Any] = []
+    if settings.repositories or settings.model_config_files:
+        from onnxkit.models.repository import Repository, options_from
+
+        services.append(Repository(options_from(settings)))
+    if settings.grpc_port is not None:
+        from onnxkit.serve.kserve_grpc import GrpcServer
+
+        services.append(GrpcServer(settings.host, settings.grpc_port))
+    return services
 
 
 def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI:
@@ -47,10 +64,15 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(*(state.store.load(m.name, m.version, m.path, m.meta) for m in models))
+        services = make_services(settings)
+        for service in services:
+            await service.start(state)
         state.started = True
         try:
             yield
         finally:
+            for service in reversed(services):
+                await service.stop()
             await state.store.close()
 
     app = FastAPI(

@@ -1,0 +1,184 @@
+"""KServe v2 datatypes ↔ numpy, and the wire codecs every tensor transport shares.
+
+Decoding checks what the client claims (datatype, shape, element count) against
+what it sent; checking it against the *model* is ``tasks.tensor``'s job.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from onnxkit.errors import InvalidRequest
+from onnxkit.types import Array
+
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+_NAMES: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPES.items()}
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str:
+    name = _NAMES.get(np.dtype(dtype))
+    if name is None:
+        raise InvalidRequest(f"numpy dtype {dtype} has no KServe v2 datatype")
+    return name
+
+
+def numpy_dtype(datatype: str, *, tensor: str) -> np.dtype[Any]:
+    dtype = DATATYPES.get(datatype)
+    if dtype is None:
+        known = ", ".join(DATATYPES)
+        raise InvalidRequest(f"input {tensor!r} has datatype {datatype!r}; onnxkit accepts {known}")
+    return dtype
+
+
+def check_shape(shape: Any, *, tensor: str) -> tuple[int, ...]:
+    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InvalidRequest(
+            f"input {tensor!r} has shape {shape!r}; expected a list of non-negative integers"
+        )
+    return tuple(shape)
+
+
+def _count(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _as_text(value: Any) -> str:
+    # onnxruntime's STRING tensors take Python str; clients send str or bytes.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="surrogateescape")
+    if isinstance(value, dict) and "b64" in value:
+        return base64.b64decode(value["b64"]).decode("utf-8", errors="surrogateescape")
+    return str(value)
+
+
+def _flatten(data: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def from_json(name: str, datatype: str, shape: Any, data: Any) -> Array:
+    """A tensor from JSON ``data`` (flat or nested, row-major)."""
+    dims = check_shape(shape, tensor=name)
+    dtype = numpy_dtype(datatype, tensor=name)
+    if not isinstance(data, list):
+        data = [data]
+    if dtype == np.object_:
+        flat = [_as_text(v) for v in _flatten(data)]
+        array: Array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+    else:
+        try:
+            array = np.asarray(data, dtype=dtype)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidRequest(f"input {name!r}: data does not convert to {datatype}: {exc}") from exc
+    expected = _count(dims)
+    if array.size != expected:
+        raise InvalidRequest(
+            f"input {name!r} has shape {list(dims)} ({expected} elements) but its data holds {array.size}"
+        )
+    return array.reshape(dims)
+
+
+def from_bytes(name: str, datatype: str, shape: Any, raw: bytes | memoryview) -> Array:
+    """A tensor from raw little-endian bytes (binary extension, gRPC raw contents)."""
+    dims = check_shape(shape, tensor=name)
+    dtype = numpy_dtype(datatype, tensor=name)
+    expected = _count(dims)
+    if dtype == np.object_:
+        items = split_bytes(raw, tensor=name)
+        if len(items) != expected:
+            raise InvalidRequest(
+                f"input {name!r} has shape {list(dims)} ({expected} elements) but its bytes hold {len(items)}"
+            )
+        array: Array = np.empty(expected, dtype=object)
+        array[:] = [_as_text(b) for b in items]
+        return array.reshape(dims)
+    if len(raw) != expected * dtype.itemsize:
+        raise InvalidRequest(
+            f"input {name!r} has shape {list(dims)} of {datatype}, which is "
+            f"{expected * dtype.itemsize} bytes; {len(raw)} bytes arrived"
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(dims)
+
+
+def split_bytes(raw: bytes | memoryview, *, tensor: str) -> list[bytes]:
+    """BYTES elements: each a 4-byte little-endian length, then that many bytes."""
+    view = memoryview(raw)
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise InvalidRequest(f"input {tensor!r}: BYTES data ends inside a 4-byte length prefix")
+        (n,) = struct.unpack_from("<I", view, offset)
+        offset += 4
+        if offset + n > len(view):
+            raise InvalidRequest(f"input {tensor!r}: a BYTES element claims {n} bytes; fewer remain")
+        items.append(bytes(view[offset : offset + n]))
+        offset += n
+    return items
+
+
+def _element_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="surrogateescape")
+    return str(value).encode()
+
+
+def join_bytes(values: Iterable[Any]) -> bytes:
+    parts: list[bytes] = []
+    for v in values:
+        b = _element_bytes(v)
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def to_bytes(array: Array) -> bytes:
+    """Raw little-endian bytes of a tensor; BYTES as length-prefixed elements."""
+    if array.dtype == np.object_:
+        return join_bytes(array.ravel())
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def to_json_data(array: Array) -> Any:
+    """Flat row-major data for a JSON body; orjson serialises 1-D numeric arrays natively."""
+    if array.dtype == np.object_:
+        return [
+            v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in array.ravel()
+        ]
+    if array.dtype == np.float16:
+        return array.astype(np.float32).ravel()
+    return np.ascontiguousarray(array).ravel()

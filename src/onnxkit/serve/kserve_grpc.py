@@ -1,0 +1,246 @@
+"""KServe v2 gRPC (``inference.GRPCInferenceService``) on grpc.aio, in the server's event loop.
+
+Same data plane as REST: decode tensors, ``TensorModel.infer``, encode. Outputs
+always go back as ``raw_output_contents`` (what Triton does; tritonclient reads
+it); inputs may be typed ``contents`` or ``raw_input_contents``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from onnxkit import __version__
+from onnxkit.errors import InvalidRequest, OnnxkitError
+from onnxkit.runtime.tensors import datatype_of, from_bytes, from_json, to_bytes
+from onnxkit.serve._proto import grpc_service_pb2 as pb
+from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
+from onnxkit.serve.kserve_http import EXTENSIONS, repository_index
+from onnxkit.serve.state import AppState
+from onnxkit.tasks.tensor import metadata, resolve
+from onnxkit.types import Array
+
+log = logging.getLogger("onnxkit.grpc")
+
+STATUS_CODES: dict[int, grpc.StatusCode] = {
+    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.TOO_MANY_REQUESTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+# Typed contents field per datatype (the v2 spec's table); FP16 has none: raw contents only.
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+Handler = Callable[[Any, Req, aio.ServicerContext], Awaitable[Res]]
+
+
+def _translated(method: Handler[Req, Res]) -> Handler[Req, Res]:
+    """Check the API key, and turn onnxkit errors into gRPC status codes (once, here)."""
+
+    async def wrapper(self: Servicer, request: Req, context: aio.ServicerContext) -> Res:
+        key = self.state.settings.api_key
+        if key:
+            sent = dict(context.invocation_metadata() or ()).get("authorization", "")
+            token = sent[7:] if str(sent)[:7].lower() == "bearer " else sent
+            if not hmac.compare_digest(str(token).encode(), key.encode()):
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "API key missing or wrong: send metadata 'authorization: Bearer <key>'",
+                )
+        try:
+            return await method(self, request, context)
+        except OnnxkitError as exc:
+            await context.abort(STATUS_CODES.get(int(exc.status), grpc.StatusCode.INTERNAL), exc.message)
+            raise  # abort raises; this keeps type checkers honest
+
+    return wrapper
+
+
+def _param(p: pb.InferParameter) -> Any:
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
+
+
+def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidRequest(
+            f"model {request.model_name!r}: {len(raw)} raw_input_contents for {len(request.inputs)} inputs; "
+            "send one per input, in input order"
+        )
+    inputs: dict[str, Array] = {}
+    for i, tensor in enumerate(request.inputs):
+        try:
+            if raw:
+                inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, list(tensor.shape), raw[i])
+            else:
+                field = CONTENTS.get(tensor.datatype)
+                if field is None:
+                    raise InvalidRequest(
+                        f"input {tensor.name!r} is {tensor.datatype}, which has no typed contents; "
+                        "send it in raw_input_contents"
+                    )
+                data = list(getattr(tensor.contents, field))
+                inputs[tensor.name] = from_json(tensor.name, tensor.datatype, list(tensor.shape), data)
+        except OnnxkitError as exc:
+            exc.message = f"model {request.model_name!r}: {exc.message}"
+            raise
+    return inputs
+
+
+class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    @_translated
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @_translated
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.state.started)
+
+    @_translated
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        try:
+            self.state.store.get(request.name, request.version or None)
+        except OnnxkitError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @_translated
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="onnxkit", version=__version__, extensions=EXTENSIONS)
+
+    @_translated
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        meta = metadata(self.state.store, request.name, request.version or None)
+        tm = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["inputs"]],
+            outputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["outputs"]],
+        )
+
+    @_translated
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        model = resolve(self.state.store, request.model_name, request.model_version or None)
+        inputs = decode_inputs(request)
+        outputs = [o.name for o in request.outputs] or None
+        classes: dict[str, int] = {}
+        for o in request.outputs:
+            if "classification" in o.parameters:
+                classes[o.name] = int(_param(o.parameters["classification"]))
+        result = await model.infer(inputs, outputs, classification=classes)
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=model.version, id=request.id
+        )
+        for name, array in result.items():
+            response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=list(array.shape))
+            response.raw_output_contents.append(to_bytes(array))
+        return response
+
+    @_translated
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        rows = repository_index(self.state, request.ready)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(models=[index(**row) for row in rows])
+
+    @_translated
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        await self._repository().load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @_translated
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._repository().unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _repository(self) -> Any:
+        repo = self.state.extras.get("repository")
+        if repo is None:
+            raise InvalidRequest(
+                "model control is off: start the server with --repository DIR --model-control explicit"
+            )
+        return repo
+
+
+class GrpcServer:
+    """Started and stopped with the app (see ``serve.app.make_services``)."""
+
+    def __init__(self, host: str, port: int, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+        self.host = host
+        self.port = port
+        self.max_message_bytes = max_message_bytes
+        self._server: aio.Server | None = None
+
+    async def start(self, state: AppState) -> None:
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a busy port must fail loudly, not be shared
+        ]
+        server = aio.server(options=options)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(state), server)  # type: ignore[no-untyped-call]
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OnnxkitError(
+                f"cannot listen for gRPC on {address}: {exc}; pick another --grpc-port"
+            ) from exc
+        if bound == 0:
+            raise OnnxkitError(f"cannot listen for gRPC on {address}; pick another --grpc-port")
+        self.port = bound
+        await server.start()
+        self._server = server
+        state.extras["grpc_port"] = bound
+        log.info("KServe v2 gRPC listening on %s:%d", self.host, bound)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=2.0)
+            self._server = None
