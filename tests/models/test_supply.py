@@ -44,6 +44,16 @@ def test_pulling_again_is_a_no_op(server: FileServer, cache: Cache) -> None:
     assert len(server.state.requests) == 2
 
 
+def test_a_name_taken_by_another_url_is_not_reused(server: FileServer, cache: Cache) -> None:
+    first = server.serve("/a/adder.onnx", tiny_onnx())
+    second = server.serve("/b/adder.onnx", tiny_onnx())
+    pull(first, cache, progress=False)
+    with pytest.raises(SupplyError, match=re.escape(f"already cached from {first}, not {second}")):
+        pull(second, cache, progress=False)
+    assert pull(second, cache, name="adder-b", progress=False).manifest.source == second
+    assert pull(second, cache, force=True, progress=False).manifest.source == second
+
+
 def test_checksum_mismatch_leaves_cache_unchanged(server: FileServer, cache: Cache) -> None:
     pull(server.serve("/kept.onnx", tiny_onnx()), cache, progress=False)
     before = sorted(p.relative_to(cache.root) for p in cache.root.rglob("*"))

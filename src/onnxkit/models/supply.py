@@ -103,6 +103,11 @@ def pull(
     target = model_name(spec, name)
     cached = cache.get(target)
     if cached is not None and not force:
+        if kind != "catalog" and cached.manifest.source != spec:
+            raise SupplyError(
+                f"a model named {target!r} is already cached from {cached.manifest.source}, not {spec}; "
+                "pass --name to keep both, or --force to replace it"
+            )
         recorded = cached.manifest.extra.get("download_sha256")
         if sha256 is not None and recorded != sha256:
             raise SupplyError(
