@@ -103,7 +103,7 @@ def export(
                 from onnxkit.export.fuse import fuse_into
 
                 card["fused_tokenizer"] = True
-                card["fusion"] = fuse_into(model, staging, src.path)
+                card["fusion"] = fuse_into(model, staging, int(card["max_length"]))
             card["inputs"], card["outputs"] = graph_io(model)
         card["versions"] = versions()
         card["export_seconds"] = round(time.monotonic() - started, 1)

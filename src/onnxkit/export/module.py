@@ -50,7 +50,7 @@ def write_graph(
                 dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
             )
         model = onnx.load(str(raw), load_external_data=True)
-        model.producer_name = "onnxkit"
+        onnx.helper.set_model_props(model, {"exported_by": "onnxkit"})
         _pin_static_output_dims(model, module, args, output_names, dynamic_axes)
         large = sum(p.stat().st_size for p in Path(tmp).iterdir()) > TWO_GB
         onnx.save_model(
