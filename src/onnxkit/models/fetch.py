@@ -153,12 +153,14 @@ def _attempt(client: httpx.Client, url: str, part: Path, progress: bool) -> None
                     sink.write(block)
                     received += len(block)
                     bar.update(len(block))
-    except httpx.TransportError as exc:
-        if received:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        if received and isinstance(exc, httpx.TransportError):
             raise _Interrupted(f"{type(exc).__name__}: {exc}") from exc
         raise SupplyError(
             f"cannot download {url}: {type(exc).__name__}: {exc}; check the URL and the network"
         ) from exc
+    except OSError as exc:
+        raise SupplyError(f"cannot write {part} while downloading {url}: {exc}") from exc
     size = part.stat().st_size
     if total is not None and size != total:
         # A short body without a transport error (e.g. the server closed cleanly): resume next time.
