@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,21 @@ def test_module_entry_point(server: FileServer, home: Path) -> None:
     assert pulled.returncode == 0, pulled.stderr
     listed = subprocess.run([*env_run, "models"], capture_output=True, text=True, check=True)
     assert listed.stdout.splitlines()[1].startswith("m ")
+
+
+def test_hub_without_network_fails_fast(home: Path) -> None:
+    # A fresh process without HF_HUB_OFFLINE (the suite sets it) really tries the network.
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxkit", "pull", "hf:onnxkit-tests/no-such-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("onnxkit pull: cannot pull hf:onnxkit-tests/no-such-model: ")
+    assert "Hugging Face hub" in proc.stderr
