@@ -310,8 +310,8 @@ def _reduce(
     noop_with_empty_axes: int = 0,
 ) -> Tensor:
     if not axes:
-        if noop_with_empty_axes:
-            return x
+        if noop_with_empty_axes:  # no reduction, but the elementwise part still applies (abs, square...)
+            return fn(x.unsqueeze(0), [0], False)
         axes = list(range(x.ndim))
     return fn(x, axes, bool(keepdims))
 
