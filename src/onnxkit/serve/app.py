@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from onnxkit import __version__
 from onnxkit.errors import InternalError, InvalidRequest, ModelNotFound, OnnxkitError
 from onnxkit.runtime.store import ModelStore, Servable
+from onnxkit.serve.access_log import AccessLog
 from onnxkit.serve.errors import describe_validation, error_body
 from onnxkit.serve.middleware import Guard
 from onnxkit.serve.state import AppState
@@ -114,13 +116,17 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
     @app.get("/health", tags=["health"])
     async def health() -> Response:
         ready = state.started and state.store.ready
-        return JSONResponse({"status": "ok" if ready else "loading"}, status_code=200 if ready else 503)
+        body = {"status": "ok" if ready else "loading", "server": "onnxkit", "version": __version__,
+                "pid": os.getpid()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     from onnxkit.serve import openai_http
 
-    app.include_router(openai_http.router)
+    # TF-Serving's /v1/models/{m}/versions/{v} and .../metadata come before OpenAI's
+    # /v1/models/{model_id:path}, which would otherwise swallow them.
     for module in ("kserve_http", "tfserving_http", "metrics"):
         _include_optional(app, module)
+    app.include_router(openai_http.router)
     return app
 
 
@@ -136,5 +142,7 @@ def _include_optional(app: FastAPI, module: str) -> None:
     app.include_router(mod.router)
 
 
-def wrap(app: FastAPI, settings: ServerSettings) -> Guard:
-    return Guard(app, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+def wrap(app: FastAPI, settings: ServerSettings) -> Guard | AccessLog:
+    guarded = Guard(app, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    # Outermost, so rejected requests (401, 413) are logged too.
+    return AccessLog(guarded, json_lines=settings.log_json) if settings.access_log else guarded

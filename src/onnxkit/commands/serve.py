@@ -1,0 +1,100 @@
+"""onnxkit serve [MODEL ...]: the OpenAI-compatible server (and, with a repository, KServe/TF-Serving)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from onnxkit.errors import OnnxkitError
+from onnxkit.settings import DEFAULT_MODELS, ServerSettings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve models over the OpenAI API (and KServe v2 / TF-Serving)",
+        description="Serve models. With no MODEL, serves the default chat and embedding models. "
+        "A MODEL is a catalog name, a folder, an .onnx file, an http(s) URL or hf:ORG/NAME; "
+        "missing ones are pulled first.",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=os.environ.get("ONNXKIT_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (env ONNXKIT_API_KEY)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: all cores)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="embedding rows per forward pass")
+    p.add_argument("--max-batch-delay-ms", type=float, default=5.0, help="how long the batcher waits to merge")
+    p.add_argument("--max-concurrent-sequences", type=int, default=8,
+                   help="chat sequences decoded together in one batch")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--detach", action="store_true",
+                   help="start in the background and return once ready; no-op if already running")
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or None,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        max_concurrent_sequences=args.max_concurrent_sequences,
+        max_body_bytes=args.max_body_bytes,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from onnxkit.serve import server
+
+    settings = settings_from(args)
+    specs = args.models or list(DEFAULT_MODELS)
+    running = server.probe(settings.host, settings.port)
+    if running:
+        print(f"an onnxkit server is already running on {settings.host}:{settings.port} "
+              f"(pid {running.get('pid')}); nothing to do")
+        return 0
+    # Pull what is missing in the foreground, so progress shows and errors surface here.
+    models = [server.resolve_spec(s) for s in specs]
+    if args.detach:
+        return detach(settings, sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs])
+    server.write_pidfile(settings)
+    print(f"serving {', '.join(m.name for m in models)} on http://{settings.host}:{settings.port}", flush=True)
+    try:
+        server.serve_forever(settings, models)
+    finally:
+        server.pidfile(settings.port).unlink(missing_ok=True)
+    return 0
+
+
+def detach(settings: ServerSettings, argv: list[str]) -> int:
+    from onnxkit.serve import server
+
+    child_args = [a for a in argv if a != "--detach"]
+    log = server.run_dir() / f"server-{settings.port}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onnxkit", *child_args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        info = server.probe(settings.host, settings.port)
+        if info and info.get("status") == "ok":
+            print(f"onnxkit server ready on http://{settings.host}:{settings.port} (pid {proc.pid}); "
+                  f"log: {log}; stop it with: onnxkit stop --port {settings.port}")
+            return 0
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise OnnxkitError(f"the server exited with code {proc.returncode} during start-up:\n{tail}")
+        time.sleep(0.2)
+    proc.terminate()
+    raise OnnxkitError(f"the server was not ready after 300 s; see {log}")

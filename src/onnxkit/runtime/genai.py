@@ -1,0 +1,275 @@
+"""onnxruntime-genai: one engine thread per chat model.
+
+The thread owns an ``og.Engine`` (requests decode together in batches: statically
+on CPU, continuously where the model has paged attention) and steps it while any
+request is pending, handing tokens to asyncio through ``call_soon_threadsafe``.
+
+On CPU the engine batches statically, and there per-turn seeds are refused
+("A per-turn seed requires an Engine configured for dynamic batching"). Seeded
+sampling therefore runs on a seeded ``og.Generator`` stepped in the same loop,
+one token per iteration, interleaved with the engine's steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxkit.errors import InternalError, MissingDependency, Overloaded
+
+try:
+    import onnxruntime_genai as og
+except ImportError:  # optional extra
+    og = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+    token: int | None
+    finish: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass(eq=False)
+class Stream:
+    """One generation as seen from asyncio."""
+
+    prompt: list[int]
+    sampling: Sampling
+    loop: asyncio.AbstractEventLoop
+    deltas: asyncio.Queue[Delta] = field(default_factory=asyncio.Queue)
+    generated: int = 0
+    # engine-thread side
+    request: Any = None
+    turn: int = 0
+    generator: Any = None
+    detok: Any = None
+    done: bool = False
+
+
+class GenaiEngine:
+    def __init__(self, path: Path, *, max_batch_size: int = 8, threads: int = 0, max_queue: int = 256) -> None:
+        if og is None:
+            raise MissingDependency("onnxruntime-genai", "genai")
+        config = og.Config(str(path))
+        overlay: dict[str, Any] = {"engine": {"static_batching": {"max_batch_size": max_batch_size}}}
+        if threads:
+            overlay["model"] = {
+                "decoder": {"session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}}
+            }
+        config.overlay(json.dumps(overlay))
+        self.model = og.Model(config)
+        self.tokenizer = og.Tokenizer(self.model)
+        self._buffer_size = max(64, 4 * max_batch_size)
+        genai_cfg = json.loads((path / "genai_config.json").read_text())
+        self.context_length = int(genai_cfg["model"].get("context_length") or genai_cfg["search"]["max_length"])
+        self.eos_ids = {int(t) for t in self.tokenizer.eos_token_ids}
+        self.max_queue = max_queue
+        self._inbox: queue.SimpleQueue[tuple[str, Stream | None]] = queue.SimpleQueue()
+        self._by_request: dict[int, Stream] = {}
+        self._seeded: list[Stream] = []
+        self._waiting = 0
+        self._closed = False
+        # The engine may only be used from the thread that created it.
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"genai:{path.name}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise InternalError(f"cannot start the generation engine for {path}: {self._failure}")
+
+    # ---- called from asyncio -------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer.encode(text)]
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        return str(self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
+
+    def submit(self, prompt: list[int], sampling: Sampling) -> Stream:
+        if self._waiting >= self.max_queue:
+            raise Overloaded(f"{self._waiting} generations are queued (the limit); retry later")
+        stream = Stream(prompt=prompt, sampling=sampling, loop=asyncio.get_running_loop())
+        self._waiting += 1
+        self._inbox.put(("add", stream))
+        return stream
+
+    def cancel(self, stream: Stream) -> None:
+        self._inbox.put(("cancel", stream))
+
+    def close(self) -> None:
+        self._closed = True
+        self._inbox.put(("close", None))
+        self._thread.join(timeout=10)
+
+    # ---- the engine thread ---------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self.engine = og.Engine(self.model)
+            self.events = self.engine.create_event_buffer(self._buffer_size)
+        except Exception as exc:
+            self._failure = exc
+            return
+        finally:
+            self._ready.set()
+        self._loop()
+        del self.events, self.engine  # released on their owner thread
+
+    def _loop(self) -> None:
+        while not self._closed:
+            busy = self.engine.has_pending_requests() or bool(self._seeded)
+            try:
+                while True:
+                    kind, stream = self._inbox.get(block=not busy, timeout=None)
+                    busy = True
+                    if stream is None:
+                        return
+                    if kind == "add":
+                        self._waiting -= 1
+                        self._start(stream)
+                    else:
+                        self._cancel(stream)
+                    if self._inbox.empty():
+                        break
+            except queue.Empty:
+                pass
+            try:
+                if self.engine.has_pending_requests():
+                    self._step_engine()
+                for stream in list(self._seeded):
+                    self._step_generator(stream)
+            except Exception as exc:  # the engine failed: fail every live stream, keep serving
+                for stream in [*self._by_request.values(), *self._seeded]:
+                    self._finish(stream, "error", error=str(exc))
+
+    def _start(self, stream: Stream) -> None:
+        s = stream.sampling
+        stream.detok = self.tokenizer.create_stream()
+        try:
+            if s.seed is not None and not s.greedy:
+                params = og.GeneratorParams(self.model)
+                opts: dict[str, Any] = {
+                    "do_sample": True,
+                    "temperature": s.temperature,
+                    "random_seed": s.seed,
+                    "max_length": len(stream.prompt) + s.max_new_tokens,
+                    "top_k": s.top_k or 0,
+                    "top_p": s.top_p if s.top_p is not None else 1.0,
+                }
+                params.set_search_options(**opts)
+                stream.generator = og.Generator(self.model, params)
+                stream.generator.append_tokens(np.asarray(stream.prompt, dtype=np.int32))
+                self._seeded.append(stream)
+                return
+            options = og.RequestOptions()
+            options.set_max_session_tokens(len(stream.prompt) + s.max_new_tokens)
+            request = self.engine.create_request(options=options)
+            turn = og.TurnOptions(request)
+            turn.set_max_generated_tokens(s.max_new_tokens)
+            if s.greedy:
+                turn.set_do_sample(False)
+                turn.set_temperature(0.0)
+            else:
+                turn.set_do_sample(True)
+                turn.set_temperature(s.temperature)
+                turn.set_top_k(s.top_k or 0)
+                if s.top_p is not None:
+                    turn.set_top_p(s.top_p)
+            stream.turn = request.begin_turn(np.asarray(stream.prompt, dtype=np.int32), turn)
+            stream.request = request
+            self._by_request[id(request)] = stream
+        except Exception as exc:
+            self._finish(stream, "error", error=str(exc))
+
+    def _cancel(self, stream: Stream) -> None:
+        if stream.done:
+            return
+        if stream.request is not None:
+            stream.request.cancel_turn(stream.turn)  # TURN_FINISHED(CANCELLED) follows
+        else:
+            self._finish(stream, "cancelled")
+
+    def _step_engine(self) -> None:
+        for ev in self.engine.run(self.events):
+            stream = self._by_request.get(id(ev.request))
+            if stream is None:
+                continue
+            flags = int(ev.flags)
+            if flags & int(og.EngineEventFlags.TOKEN) and ev.token is not None:
+                self._emit(stream, int(ev.token))
+            if flags & int(og.EngineEventFlags.FAILED):
+                self._finish(stream, "error", error=f"generation failed ({ev.error_code})")
+            elif flags & int(og.EngineEventFlags.TURN_FINISHED):
+                self._finish(stream, _finish_reason(ev.finish_reason))
+
+    def _step_generator(self, stream: Stream) -> None:
+        g = stream.generator
+        g.generate_next_token()
+        token = int(g.get_next_tokens()[0])
+        if token in self.eos_ids:
+            self._finish(stream, "stop")
+            return
+        self._emit(stream, token)
+        if stream.generated >= stream.sampling.max_new_tokens or g.is_done():
+            self._finish(stream, "length")
+
+    def _emit(self, stream: Stream, token: int) -> None:
+        if stream.done or token in self.eos_ids:
+            return
+        stream.generated += 1
+        text = stream.detok.decode(token)
+        stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, Delta(text, token))
+
+    def _finish(self, stream: Stream, reason: str, error: str = "") -> None:
+        if stream.done:
+            return
+        stream.done = True
+        if stream.request is not None:
+            self._by_request.pop(id(stream.request), None)
+            with contextlib.suppress(Exception):
+                stream.request.close()
+            stream.request = None
+        if stream in self._seeded:
+            self._seeded.remove(stream)
+            stream.generator = None
+        delta = Delta(error, None, reason, len(stream.prompt), stream.generated)
+        stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, delta)
+
+
+def _finish_reason(reason: Any) -> str:
+    name = str(getattr(reason, "name", reason))
+    if name in ("MAX_GENERATED_TOKENS", "MAX_SESSION_TOKENS"):
+        return "length"
+    if name == "CANCELLED":
+        return "cancelled"
+    if name == "FAILED":
+        return "error"
+    return "stop"
+
+
+def require_genai() -> None:
+    if og is None:
+        raise InternalError("onnxruntime-genai is not installed: pip install 'onnxkit[genai]'")

@@ -1,0 +1,210 @@
+"""Running the app: in the foreground, in a thread (``onnxkit.Server``), or detached.
+
+A detached server writes ``$ONNXKIT_HOME/run/server-<port>.json`` (pid, url);
+``onnxkit stop`` reads it and sends SIGTERM, which uvicorn turns into a graceful
+shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+
+from onnxkit.errors import OnnxkitError
+from onnxkit.serve.app import ModelSpec, create_app, wrap
+from onnxkit.settings import ServerSettings
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(settings: ServerSettings, models: Sequence[ModelSpec]) -> uvicorn.Config:
+    app = wrap(create_app(settings, models), settings)
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,  # onnxkit's own access log middleware writes one line per request
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+
+
+def serve_forever(settings: ServerSettings, models: Sequence[ModelSpec]) -> None:
+    sock = bind(settings.host, settings.port)
+    server = uvicorn.Server(uvicorn_config(settings, models))
+    server.run(sockets=[sock])
+
+
+class Server:
+    """An onnxkit server in a background thread, for tests and notebooks.
+
+    >>> with Server(models=["all-minilm-l6-v2"], port=0) as s:
+    ...     print(s.url)
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str | Path | ModelSpec] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        settings: ServerSettings | None = None,
+        startup_timeout: float = 600.0,
+        **overrides: Any,
+    ) -> None:
+        base = settings or ServerSettings()
+        self.settings = ServerSettings(**{**base.__dict__, "host": host, "port": port, **overrides})
+        self.models = [m if isinstance(m, ModelSpec) else resolve_spec(str(m)) for m in models]
+        self.startup_timeout = startup_timeout
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None, "the server is not started"
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    def start(self) -> Server:
+        self._sock = bind(self.settings.host, self.settings.port)
+        self._server = uvicorn.Server(uvicorn_config(self.settings, self.models))
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        sock = self._sock
+
+        def run() -> None:
+            asyncio.run(self._server.serve(sockets=[sock]))  # type: ignore[union-attr]
+
+        self._thread = threading.Thread(target=run, name="onnxkit-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise OnnxkitError("the server stopped during start-up; see the log above")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise OnnxkitError(f"the server was not ready after {self.startup_timeout:.0f} s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def resolve_spec(spec: str) -> ModelSpec:
+    """A catalog name, URL, hf: id, folder or .onnx file → what the server loads."""
+    from onnxkit.models.cache import Cache
+    from onnxkit.models.supply import resolve
+    from onnxkit.settings import default_home
+
+    found = resolve(spec, Cache(default_home()))
+    if isinstance(found, Path):
+        name = found.stem if found.is_file() else found.name
+        return ModelSpec(name=name, path=found)
+    return ModelSpec(name=found.name, path=found.path)
+
+
+# ---- detached servers ---------------------------------------------------------
+
+
+def run_dir() -> Path:
+    from onnxkit.settings import default_home
+
+    path = default_home() / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def pidfile(port: int) -> Path:
+    return run_dir() / f"server-{port}.json"
+
+
+def probe(host: str, port: int, timeout: float = 1.0) -> dict[str, Any] | None:
+    """What an onnxkit server on host:port says about itself, or None if none answers."""
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/health"
+    try:
+        r = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+    with contextlib.suppress(ValueError):
+        body = r.json()
+        if isinstance(body, dict) and body.get("server") == "onnxkit":
+            return body
+    return None
+
+
+def write_pidfile(settings: ServerSettings) -> Path:
+    path = pidfile(settings.port)
+    path.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port}))
+    return path
+
+
+def stop_server(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> str:
+    info = probe(host, port)
+    path = pidfile(port)
+    pid = int(info["pid"]) if info and "pid" in info else None
+    if pid is None and path.is_file():
+        pid = int(json.loads(path.read_text())["pid"])
+        if not _alive(pid):
+            path.unlink(missing_ok=True)
+            return f"no onnxkit server is running on port {port} (removed a stale pid file)"
+    if pid is None:
+        return f"no onnxkit server is running on {host}:{port}"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        raise OnnxkitError(f"onnxkit server (pid {pid}) did not stop within {timeout:.0f} s")
+    path.unlink(missing_ok=True)
+    return f"stopped the onnxkit server on port {port} (pid {pid})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child (reaped later by its parent) counts as stopped
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    return True

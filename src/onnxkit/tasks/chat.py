@@ -1,0 +1,199 @@
+"""Chat and completions: prompt → engine stream → text deltas with stop strings.
+
+Stop strings are matched here, on decoded text, because onnxruntime-genai's CPU
+engine (static batching) refuses them; a match cancels the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxkit.errors import InternalError, InvalidRequest
+from onnxkit.runtime.genai import GenaiEngine, Sampling
+from onnxkit.settings import ServerSettings
+
+ROLES = {"system", "user", "assistant", "developer"}
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    finish: str | None = None  # set on the last piece: "stop" | "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Defaults:
+    temperature: float
+    top_p: float | None
+    top_k: int | None
+
+
+class ChatModel:
+    task = "chat"
+
+    def __init__(self, name: str, path: Path, settings: ServerSettings) -> None:
+        self.name = name
+        self.path = path
+        self.engine = GenaiEngine(
+            path,
+            max_batch_size=settings.max_concurrent_sequences,
+            threads=settings.threads,
+            max_queue=settings.max_queued_generations,
+        )
+        self.context_length = self.engine.context_length
+        search = json.loads((path / "genai_config.json").read_text()).get("search", {})
+        # Like vLLM, requests that leave sampling unset get the model's own defaults.
+        sample = bool(search.get("do_sample", False))
+        self.defaults = Defaults(
+            temperature=float(search.get("temperature", 1.0)) if sample else 0.0,
+            top_p=float(search["top_p"]) if sample and "top_p" in search else None,
+            top_k=int(search["top_k"]) if sample and "top_k" in search else None,
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)
+
+    def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        flat = []
+        for i, m in enumerate(messages):
+            role = m.get("role")
+            if role not in ROLES:
+                raise InvalidRequest(
+                    f"messages[{i}].role is {role!r}; expected one of system, user, assistant",
+                    param=f"messages[{i}].role",
+                )
+            flat.append({"role": "system" if role == "developer" else role, "content": _text(m.get("content"), i)})
+        if not flat:
+            raise InvalidRequest("messages is empty; expected at least one message", param="messages")
+        return self.engine.encode(self.engine.chat_prompt(flat))
+
+    def text_prompt(self, text: str) -> list[int]:
+        return self.engine.encode(text)
+
+    def sampling(
+        self,
+        prompt: list[int],
+        *,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        top_k: int | None,
+        seed: int | None,
+    ) -> Sampling:
+        room = self.context_length - len(prompt)
+        if room <= 0:
+            raise InvalidRequest(
+                f"the prompt has {len(prompt)} tokens; model {self.name!r} has a context length of "
+                f"{self.context_length}, leaving no room to generate",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if max_tokens is not None and max_tokens < 1:
+            raise InvalidRequest(f"max_tokens is {max_tokens}; expected at least 1", param="max_tokens")
+        sample = temperature if temperature is not None else self.defaults.temperature
+        return Sampling(
+            max_new_tokens=min(max_tokens or room, room),  # clamped to the context
+            temperature=sample,
+            top_p=top_p if top_p is not None else self.defaults.top_p,
+            top_k=top_k if top_k is not None else self.defaults.top_k,
+            seed=seed,
+        )
+
+    async def generate(self, prompt: list[int], sampling: Sampling, stop: Sequence[str]) -> AsyncIterator[Piece]:
+        """Text pieces, the last carrying finish reason and usage. Leaving early cancels."""
+        stream = self.engine.submit(prompt, sampling)
+        matcher = StopMatcher(stop)
+        finished = False
+        try:
+            while True:
+                delta = await stream.deltas.get()
+                if delta.finish is None:
+                    text, hit = matcher.feed(delta.text)
+                    if hit:
+                        self.engine.cancel(stream)
+                        finished = True
+                        yield Piece(text, "stop", len(prompt), stream.generated)
+                        return
+                    if text:
+                        yield Piece(text)
+                    continue
+                finished = True
+                if delta.finish == "error":
+                    raise InternalError(f"generation failed on model {self.name!r}: {delta.text}")
+                reason = "length" if delta.finish == "length" else "stop"
+                yield Piece(matcher.flush(), reason, delta.prompt_tokens or len(prompt), delta.generated_tokens)
+                return
+        finally:
+            if not finished:
+                self.engine.cancel(stream)  # client went away
+
+
+class StopMatcher:
+    """Holds back text that could be the start of a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.text = ""
+        self.sent = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        self.text += piece
+        if not self.stops:
+            out, self.sent = self.text[self.sent :], len(self.text)
+            return out, False
+        start = max(0, self.sent - max(len(s) for s in self.stops))
+        hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        if hits:
+            cut = min(hits)
+            out = self.text[self.sent : cut]
+            self.sent = len(self.text)
+            return out, True
+        safe = len(self.text) - self._held()
+        out = self.text[self.sent : max(self.sent, safe)]
+        self.sent = max(self.sent, safe)
+        return out, False
+
+    def _held(self) -> int:
+        longest = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    longest = max(longest, k)
+                    break
+        return longest
+
+    def flush(self) -> str:
+        out, self.sent = self.text[self.sent :], len(self.text)
+        return out
+
+
+def _text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise InvalidRequest(
+                    f"messages[{index}].content[{j}] is of type {kind!r}; this model accepts only text parts",
+                    param=f"messages[{index}].content",
+                )
+        return "".join(parts)
+    raise InvalidRequest(
+        f"messages[{index}].content must be a string or a list of text parts", param=f"messages[{index}].content"
+    )

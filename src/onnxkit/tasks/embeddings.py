@@ -1,0 +1,162 @@
+"""Embeddings: tokenize → dynamic batcher → onnxruntime → pooled, normalised vectors.
+
+Concurrent requests are merged by the batcher; inside a merged batch all
+sequences are sorted by length and run in chunks of ``max_batch_size`` so that
+little padding is computed (padding, not batch size, is the cost on CPU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from onnxkit.errors import InvalidRequest, SupplyError
+from onnxkit.runtime.batching import Batcher
+from onnxkit.runtime.ort import OrtSession
+from onnxkit.settings import ServerSettings
+from onnxkit.tasks.loader import onnx_file, read_card
+from onnxkit.types import FloatArray
+
+Ids = list[int]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: FloatArray  # [n, dim]
+    tokens: int
+
+
+class Embedder:
+    task = "embeddings"
+
+    def __init__(self, name: str, path: Path, settings: ServerSettings) -> None:
+        self.name = name
+        self.path = path
+        card = read_card(path)
+        self.session = OrtSession(onnx_file(path), threads=settings.threads)
+        tok_file = path / "tokenizer.json"
+        if not tok_file.is_file():
+            raise SupplyError(f"embedding model {name!r} has no tokenizer.json in {path}")
+        self.tokenizer = Tokenizer.from_file(str(tok_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.max_length = int(card.get("max_length") or _config_max_length(path) or 512)
+        self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
+        names = {t.name for t in self.session.info.inputs}
+        self.has_token_types = "token_type_ids" in names
+        out = self.session.info.outputs[0]
+        self.output = out.name
+        self.pooled = len(out.shape) == 2  # pooling + normalisation inside the graph
+        self.normalize = bool(card.get("normalize", True))
+        self.chunk = settings.max_batch_size
+        self.batcher: Batcher[list[Ids], FloatArray] = Batcher(
+            self._run_batch,
+            name=name,
+            # merge up to several chunks so sorting by length has something to sort
+            max_batch_cost=settings.max_batch_size * 8,
+            max_delay_ms=settings.max_batch_delay_ms,
+            max_queue=settings.max_queue,
+            cost=len,
+        )
+        dim = out.shape[-1]
+        self.dimensions = dim if isinstance(dim, int) else None
+
+    async def start(self) -> None:
+        self.batcher.start()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+    def encode(self, texts: Sequence[str], truncate: bool) -> list[Ids]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = [e.ids for e in encodings]
+        for i, seq in enumerate(ids):
+            if len(seq) > self.max_length:
+                if not truncate:
+                    raise InvalidRequest(
+                        f"input[{i}] has {len(seq)} tokens; model {self.name!r} allows at most "
+                        f"{self.max_length}. Shorten it or send \"truncate\": true",
+                        param="input",
+                        code="context_length_exceeded",
+                    )
+                ids[i] = seq[: self.max_length - 1] + seq[-1:]  # keep the closing [SEP]
+        return ids
+
+    def check_ids(self, ids: list[Ids], truncate: bool) -> list[Ids]:
+        out = []
+        for i, seq in enumerate(ids):
+            if not seq:
+                raise InvalidRequest(f"input[{i}] is empty; expected at least one token", param="input")
+            if len(seq) > self.max_length:
+                if not truncate:
+                    raise InvalidRequest(
+                        f"input[{i}] has {len(seq)} tokens; model {self.name!r} allows at most "
+                        f"{self.max_length}. Shorten it or send \"truncate\": true",
+                        param="input",
+                        code="context_length_exceeded",
+                    )
+                seq = seq[: self.max_length]
+            out.append(seq)
+        return out
+
+    async def embed(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> Embedded:
+        if texts is not None:
+            seqs = await asyncio.to_thread(self.encode, texts, truncate)
+        else:
+            seqs = self.check_ids(ids or [], truncate)
+        vectors = await self.batcher.submit(seqs)
+        return Embedded(vectors, sum(len(s) for s in seqs))
+
+    def _run_batch(self, requests: list[list[Ids]]) -> list[FloatArray]:
+        flat = [seq for req in requests for seq in req]
+        order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
+        result = np.empty((len(flat), self.dimensions or 0), dtype=np.float32) if self.dimensions else None
+        pieces: dict[int, FloatArray] = {}
+        for start in range(0, len(order), self.chunk):
+            idx = order[start : start + self.chunk]
+            vecs = self._run_chunk([flat[i] for i in idx])
+            if result is not None:
+                result[idx] = vecs
+            else:
+                pieces.update({i: v for i, v in zip(idx, vecs, strict=True)})
+        if result is None:
+            result = np.stack([pieces[i] for i in range(len(flat))])
+        out, at = [], 0
+        for req in requests:
+            out.append(result[at : at + len(req)])
+            at += len(req)
+        return out
+
+    def _run_chunk(self, seqs: list[Ids]) -> FloatArray:
+        width = max(len(s) for s in seqs)
+        input_ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, s in enumerate(seqs):
+            input_ids[row, : len(s)] = s
+            mask[row, : len(s)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if self.has_token_types:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = self.session.run(feeds, [self.output])[self.output].astype(np.float32, copy=False)
+        if self.pooled:
+            return hidden
+        # A `default` export (last_hidden_state): mean-pool and normalise here.
+        m = mask[..., None].astype(np.float32)
+        pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self.normalize:
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return pooled.astype(np.float32)
+
+
+def _config_max_length(path: Path) -> int | None:
+    cfg = path / "config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text()).get("max_position_embeddings")
+        return int(value) if value else None
+    return None
