@@ -11,7 +11,7 @@ from pathlib import Path
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import sources
 from onnxkit.export.card import graph_io, versions, write_card
-from onnxkit.export.causal_lm import DEFAULT_MAX_LENGTH, build_genai
+from onnxkit.export.causal_lm import DEFAULT_MAX_LENGTH, build_genai, check_genai
 from onnxkit.export.gguf import gguf_to_hf
 from onnxkit.export.module import DEFAULT_OPSET
 from onnxkit.export.tasks import ALL_TASKS, spec_for
@@ -84,6 +84,7 @@ def export(
             precision = "fp32" if quantize is None else "int4"
             build_genai(hf_dir, staging, precision, max_length or DEFAULT_MAX_LENGTH)
             card: JSON = {"task": task, "source": src.label, "format": "genai", "precision": precision}
+            card["parity"] = {"reference": "pytorch", **check_genai(hf_dir, staging, precision)}
         else:
             if src.kind == "gguf":
                 raise InvalidRequest(f"a GGUF source only works with --task causal-lm, not {task!r}")
