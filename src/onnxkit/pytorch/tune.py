@@ -49,6 +49,7 @@ class TuneConfig:
 @dataclass(frozen=True)
 class TuneResult:
     out: Path
+    module: OnnxModule  # the tuned module, in eval mode
     metric: str | None  # "accuracy" or "retrieval_accuracy"; None without eval data
     before: float | None
     after: list[float] = field(default_factory=list)  # per epoch
@@ -111,6 +112,12 @@ class Task:
         return F.normalize(out, dim=-1)
 
     def bind_labels(self, card: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        card_task = str(card.get("task", ""))
+        if card_task in ("pooling", "embeddings", "default", "feature-extraction"):
+            raise InvalidRequest(
+                f"the model card says task {card_task!r}: output {self.module.output_names[0]!r} holds "
+                "embeddings, not logits; text-classification needs a model with a classification head"
+            )
         with torch.no_grad():
             width = self.logits([str(rows[0]["text"])]).shape[1]
         self.labels = label_names(card, [r["label"] for r in rows], width)
@@ -161,11 +168,11 @@ def label_names(card: dict[str, Any], labels: list[Any], width: int) -> list[str
     if all(isinstance(v, int) and 0 <= v < width for v in labels):
         return names if len(names) == width else [str(i) for i in range(width)]
     generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))  # transformers' placeholder names
-    if (not names or generic) and len(seen) <= width:
-        return seen + [f"LABEL_{i}" for i in range(len(seen), width)]
+    if (not names or generic) and len(seen) == width:
+        return seen
     raise InvalidRequest(
-        f"the data has labels {seen[:10]}; the model has {width} outputs labelled {names[:10]}: "
-        "use the model's labels or integer ids"
+        f"the data has {len(seen)} labels {seen[:10]}; the model gives {width} scores per text, labelled "
+        f"{names[:10] or 'nothing'}: use the model's labels, or integer ids below {width}"
     )
 
 
@@ -224,8 +231,9 @@ def tune(model: Path, out: Path, config: TuneConfig, log: Callable[[str], None] 
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
-            total, count = total + float(loss) * len(index), count + len(index)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            value = float(loss.detach())
+            total, count = total + value * len(index), count + len(index)
+            bar.set_postfix(loss=f"{value:.4f}")
         losses.append(total / count)
         line = f"epoch {epoch}/{config.epochs}: loss {losses[-1]:.4f}"
         if eval_rows:
@@ -255,7 +263,7 @@ def tune(model: Path, out: Path, config: TuneConfig, log: Callable[[str], None] 
     }
     _write(module, onnx_path, folder, out, tuned_card(card, config, task.labels, max_length, module, record))
     log(f"wrote {out}")
-    return TuneResult(out, metric, before, after, losses)
+    return TuneResult(out, module, metric, before, after, losses)
 
 
 def tuned_card(
