@@ -58,8 +58,8 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     chars = sorted({c for w in _words(SENTENCES) for c in w})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_words(SENTENCES), *chars, *(f"##{c}" for c in chars)]
-    vocab = list(dict.fromkeys(vocab))
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = list(dict.fromkeys([*special, *_words(SENTENCES), *chars, *(f"##{c}" for c in chars)]))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = transformers.BertTokenizer(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.model_max_length = 64

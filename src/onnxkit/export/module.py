@@ -14,7 +14,7 @@ import onnxruntime as ort
 import torch
 
 from onnxkit.errors import InvalidRequest
-from onnxkit.export.verify import assert_close, check_graph, max_diffs
+from onnxkit.export.verify import ParityError, assert_close, check_graph, max_diffs
 from onnxkit.types import Array
 
 DEFAULT_OPSET = 17
@@ -145,8 +145,15 @@ def export_module(
         rng = np.random.default_rng(0)
         grown = {n: _resized(a, axes.get(n, {}), 3, rng) for n, a in examples.items()}
         for what, feeds in (("the example inputs", examples), ("random inputs of other sizes", grown)):
-            diffs = max_diffs(run_torch(module, feeds, output_names), run_onnx(sess, feeds))
-            assert_close(diffs, atol, what)
+            want = run_torch(module, feeds, output_names)
+            try:
+                got = run_onnx(sess, feeds)
+            except Exception as exc:  # onnxruntime raises its own (non-exported) error classes
+                raise ParityError(
+                    f"the exported graph fails on {what} ({exc}); the trace probably baked in a size "
+                    "that should be dynamic: check dynamic_axes and shape arithmetic in forward()"
+                ) from exc
+            assert_close(max_diffs(want, got), atol, what)
         del sess
         for item in Path(tmp).iterdir():
             shutil.move(str(item), str(path.parent / item.name))

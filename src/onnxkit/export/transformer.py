@@ -15,6 +15,7 @@ import torch
 
 from onnxkit.errors import InvalidRequest, MissingDependency, SupplyError
 from onnxkit.export.module import run_onnx, run_torch, session, write_graph
+from onnxkit.export.tasks import TASKS as TASKS_WITH_GRAPHS
 from onnxkit.export.tasks import TOKEN_INPUTS, TaskGraph, entailment_index, output_axes, spec_for
 from onnxkit.export.verify import SAMPLE_TEXTS, assert_close, check_graph, max_diffs, random_token_batch
 from onnxkit.types import JSON, Array
@@ -152,3 +153,22 @@ def reference_feeds(
     if missing:
         raise SupplyError(f"tokenizer of {hf_dir} does not produce inputs {missing} for task {task}")
     return {n: np.asarray(enc[n], dtype=np.int64) for n in input_names}
+
+
+def reverify(out_dir: Path, hf_dir: Path, *, atol: float = 1e-4) -> dict[str, float]:
+    """Re-run the parity gate of an exported folder against its source (raises ParityError)."""
+    from onnxkit.export.card import read_card
+
+    card = read_card(out_dir)
+    if card is None or card.get("task") not in TASKS_WITH_GRAPHS:
+        raise InvalidRequest(f"{out_dir} has no onnxkit.json card of an encoder task; cannot re-verify")
+    if card.get("fused_tokenizer") or card.get("optimization"):
+        raise InvalidRequest(f"{out_dir} is fused/quantized; only plain exports compare with PyTorch")
+    loaded = load(hf_dir, str(card["task"]), card.get("pooling"))
+    sess = session(out_dir / "model.onnx")
+    worst: dict[str, float] = {}
+    for what, feeds in feeds_for_checks(loaded):
+        diffs = max_diffs(run_torch(loaded.graph, feeds, loaded.graph.spec.outputs), run_onnx(sess, feeds))
+        assert_close(diffs, atol, what)
+        worst = {k: max(worst.get(k, 0.0), v) for k, v in diffs.items()}
+    return worst
