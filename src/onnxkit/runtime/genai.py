@@ -17,6 +17,7 @@ import contextlib
 import json
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,15 @@ class Stream:
 
 
 class GenaiEngine:
-    def __init__(self, path: Path, *, max_batch_size: int = 8, threads: int = 0, max_queue: int = 256) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_batch_size: int = 8,
+        threads: int = 0,
+        max_queue: int = 256,
+        on_finish: Callable[[int, int], None] | None = None,
+    ) -> None:
         if og is None:
             raise MissingDependency("onnxruntime-genai", "genai")
         config = og.Config(str(path))
@@ -88,6 +97,7 @@ class GenaiEngine:
         self.context_length = int(genai_cfg["model"].get("context_length") or genai_cfg["search"]["max_length"])
         self.eos_ids = {int(t) for t in self.tokenizer.eos_token_ids}
         self.max_queue = max_queue
+        self._on_finish = on_finish  # (prompt tokens, generated tokens), as the engine really ran them
         self._inbox: queue.SimpleQueue[tuple[str, Stream | None]] = queue.SimpleQueue()
         self._by_request: dict[int, Stream] = {}
         self._seeded: list[Stream] = []
@@ -255,6 +265,8 @@ class GenaiEngine:
         if stream in self._seeded:
             self._seeded.remove(stream)
             stream.generator = None
+        if self._on_finish is not None:
+            self._on_finish(len(stream.prompt), stream.generated)
         delta = Delta(error, None, reason, len(stream.prompt), stream.generated)
         stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, delta)
 

@@ -39,7 +39,7 @@ def make_store(settings: ServerSettings, metas: dict[str, dict[str, Any]] | None
         # The store holds the meta its load() was given (repository configs); the task needs the version.
         found = store.find(name)
         meta = {**(metas or {}).get(name, {}), **(found.meta if found else {}), "version": version}
-        return await asyncio.to_thread(loader.load, name, path, settings, meta)
+        return await asyncio.to_thread(loader.load, name, path, settings, meta, version)
 
     store = ModelStore(load)
     return store

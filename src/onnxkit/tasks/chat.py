@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from onnxkit.errors import InternalError, InvalidRequest
+from onnxkit.runtime import metrics
 from onnxkit.runtime.genai import GenaiEngine, Sampling
 from onnxkit.settings import ServerSettings
 
@@ -38,14 +40,16 @@ class Defaults:
 class ChatModel:
     task = "chat"
 
-    def __init__(self, name: str, path: Path, settings: ServerSettings) -> None:
+    def __init__(self, name: str, path: Path, settings: ServerSettings, version: str = "1") -> None:
         self.name = name
+        self.version = version
         self.path = path
         self.engine = GenaiEngine(
             path,
             max_batch_size=settings.max_concurrent_sequences,
             threads=settings.threads,
             max_queue=settings.max_queued_generations,
+            on_finish=lambda prompt, generated: metrics.record_tokens(name, version, prompt, generated),
         )
         self.context_length = self.engine.context_length
         search = json.loads((path / "genai_config.json").read_text()).get("search", {})
@@ -114,6 +118,8 @@ class ChatModel:
         stream = self.engine.submit(prompt, sampling)
         matcher = StopMatcher(stop)
         finished = False
+        started = time.perf_counter()
+        ok = False
         try:
             while True:
                 delta = await stream.deltas.get()
@@ -121,7 +127,7 @@ class ChatModel:
                     text, hit = matcher.feed(delta.text)
                     if hit:
                         self.engine.cancel(stream)
-                        finished = True
+                        finished = ok = True
                         yield Piece(text, "stop", len(prompt), stream.generated)
                         return
                     if text:
@@ -131,11 +137,13 @@ class ChatModel:
                 if delta.finish == "error":
                     raise InternalError(f"generation failed on model {self.name!r}: {delta.text}")
                 reason = "length" if delta.finish == "length" else "stop"
+                ok = True
                 yield Piece(matcher.flush(), reason, delta.prompt_tokens or len(prompt), delta.generated_tokens)
                 return
         finally:
             if not finished:
                 self.engine.cancel(stream)  # client went away
+            metrics.record_request(self.name, self.version, ok, time.perf_counter() - started)
 
 
 class StopMatcher:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from onnxkit.errors import InvalidRequest, SupplyError
+from onnxkit.runtime import metrics
 from onnxkit.runtime.batching import Batcher
 from onnxkit.runtime.ort import OrtSession
 from onnxkit.settings import ServerSettings
@@ -35,8 +37,9 @@ class Embedded:
 class Embedder:
     task = "embeddings"
 
-    def __init__(self, name: str, path: Path, settings: ServerSettings) -> None:
+    def __init__(self, name: str, path: Path, settings: ServerSettings, version: str = "1") -> None:
         self.name = name
+        self.version = version
         self.path = path
         card = read_card(path)
         self.session = OrtSession(onnx_file(path), threads=settings.threads)
@@ -63,6 +66,7 @@ class Embedder:
             max_delay_ms=settings.max_batch_delay_ms,
             max_queue=settings.max_queue,
             cost=len,
+            on_batch=metrics.METRICS.batch_hook(name, version),
         )
         dim = out.shape[-1]
         self.dimensions = dim if isinstance(dim, int) else None
@@ -106,11 +110,16 @@ class Embedder:
         return out
 
     async def embed(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> Embedded:
-        if texts is not None:
-            seqs = await asyncio.to_thread(self.encode, texts, truncate)
-        else:
-            seqs = self.check_ids(ids or [], truncate)
-        vectors = await self.batcher.submit(seqs)
+        started, ok = time.perf_counter(), False
+        try:
+            if texts is not None:
+                seqs = await asyncio.to_thread(self.encode, texts, truncate)
+            else:
+                seqs = self.check_ids(ids or [], truncate)
+            vectors = await self.batcher.submit(seqs)
+            ok = True
+        finally:
+            metrics.record_request(self.name, self.version, ok, time.perf_counter() - started)
         return Embedded(vectors, sum(len(s) for s in seqs))
 
     def _run_batch(self, requests: list[list[Ids]]) -> list[FloatArray]:

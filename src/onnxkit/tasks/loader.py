@@ -55,16 +55,18 @@ def onnx_file(path: Path) -> Path:
     raise SupplyError(f"{path} holds {len(found)} .onnx files; expected model.onnx")
 
 
-def load(name: str, path: Path, settings: ServerSettings, meta: dict[str, Any] | None = None) -> Servable:
+def load(
+    name: str, path: Path, settings: ServerSettings, meta: dict[str, Any] | None = None, version: str = "1"
+) -> Servable:
     kind = model_kind(path)
     if kind == "chat":
         from onnxkit.tasks.chat import ChatModel
 
-        return ChatModel(name, path, settings)
+        return ChatModel(name, path, settings, version)
     if kind == "embeddings":
         from onnxkit.tasks.embeddings import Embedder
 
-        return Embedder(name, path, settings)
+        return Embedder(name, path, settings, version)
     from onnxkit.tasks.tensor import TensorModel
 
     return TensorModel(name, path, settings, meta or {})

@@ -32,6 +32,8 @@ from onnxkit.types import JSON, Array
 PLATFORM = "onnxruntime_onnx"
 # Triton's auto-complete gives a batchable ONNX model this max_batch_size when no config sets one.
 DEFAULT_MAX_BATCH_SIZE = 4
+# Runs that recently took less than this stay on the event loop: a worker-thread hop costs more.
+INLINE_BELOW_MS = 0.5
 
 
 def dims(spec: TensorSpec) -> list[int]:
@@ -140,6 +142,7 @@ class TensorModel:
         self.batching = batched and cfg.dynamic_batching is not False
         self._settings = settings
         self._batcher: Batcher[_Item, dict[str, Array]] | None = None
+        self._recent_compute: float | None = None  # unbatched runs, as in Batcher
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -153,6 +156,7 @@ class TensorModel:
                 cost=lambda item: item.rows,
                 key=self._key,
                 on_batch=METRICS.batch_hook(self.name, self.version),
+                inline_below_ms=INLINE_BELOW_MS,
             )
             self._batcher.start()
 
@@ -219,9 +223,7 @@ class TensorModel:
             if self._batcher is not None:
                 raw = await self._batcher.submit(item)
             else:
-                t0 = time.perf_counter()
-                raw = await asyncio.to_thread(self.session.run, item.feeds, item.outputs)
-                METRICS.record_batch(self.name, self.version, 1, [0.0], time.perf_counter() - t0)
+                raw = await self._run_one(item)
             result = {self._out_public[g]: a for g, a in raw.items()}
             for name, k in (classification or {}).items():
                 result[name] = self._classify(result[name], k)
@@ -229,6 +231,18 @@ class TensorModel:
             return result
         finally:
             METRICS.record_request(self.name, self.version, ok, time.perf_counter() - started)
+
+    async def _run_one(self, item: _Item) -> dict[str, Array]:
+        t0 = time.perf_counter()
+        recent = self._recent_compute
+        if recent is not None and recent < INLINE_BELOW_MS / 1000:
+            raw = self.session.run(item.feeds, item.outputs)
+        else:
+            raw = await asyncio.to_thread(self.session.run, item.feeds, item.outputs)
+        took = time.perf_counter() - t0
+        self._recent_compute = took if recent is None else 0.8 * recent + 0.2 * took
+        METRICS.record_batch(self.name, self.version, 1, [0.0], took)
+        return raw
 
     def _prepare(
         self, inputs: Mapping[str, Array], outputs: Sequence[str] | None, classes: Mapping[str, int]
