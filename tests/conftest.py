@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,12 +113,16 @@ def tiny_embed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def default_model(name: str) -> Path:
-    """A real default model from the cache (`make test` pulls them first)."""
+@pytest.fixture(scope="session")
+def default_model() -> Callable[[str], Path]:
+    """Finds a real default model in the cache (`make test` pulls them first)."""
     from onnxkit.models.cache import Cache
     from onnxkit.settings import default_home
 
-    found = Cache(default_home()).get(name)
-    if found is None:
-        pytest.fail(f"default model {name!r} is not in the cache; run `onnxkit pull {name}` (make test does)")
-    return found.path
+    def find(name: str) -> Path:
+        found = Cache(default_home()).get(name)
+        if found is None:
+            pytest.fail(f"default model {name!r} is not in the cache; run `onnxkit pull {name}` (make test does)")
+        return found.path
+
+    return find

@@ -94,7 +94,10 @@ class GenaiEngine:
         self.tokenizer = og.Tokenizer(self.model)
         self._buffer_size = max(64, 4 * max_batch_size)
         genai_cfg = json.loads((path / "genai_config.json").read_text())
-        self.context_length = int(genai_cfg["model"].get("context_length") or genai_cfg["search"]["max_length"])
+        # The engine refuses sessions longer than search.max_length (the KV-cache size the model
+        # was built for), which may be below the architecture's context_length.
+        limits = [genai_cfg["model"].get("context_length"), genai_cfg["search"].get("max_length")]
+        self.context_length = min(int(x) for x in limits if x)
         self.eos_ids = {int(t) for t in self.tokenizer.eos_token_ids}
         self.max_queue = max_queue
         self._on_finish = on_finish  # (prompt tokens, generated tokens), as the engine really ran them
