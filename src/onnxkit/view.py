@@ -33,6 +33,12 @@ def wait() -> None:
     netron.wait()
 
 
+def stop(address: tuple[str, int]) -> None:
+    import netron
+
+    netron.stop(address)
+
+
 def _load_structure(path: Path) -> onnx.GraphProto:
     # Weights are irrelevant to a drawing; external data stays on disk.
     return onnx.load(str(path), load_external_data=False).graph

@@ -100,7 +100,8 @@ def check_genai(hf_dir: Path, genai_dir: Path, precision: str) -> dict[str, floa
     from onnxkit.export.verify import ParityError
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
-    reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+    reference: Any = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    reference.eval()
     model = og.Model(str(genai_dir))
     cosines, agree, diffs = [], [], []
     for prompt in CHECK_PROMPTS:

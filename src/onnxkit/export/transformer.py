@@ -75,7 +75,9 @@ def load(hf_dir: Path, task: str, pooling: str | None) -> Loaded:
     config = model.config
     accepted = inspect.signature(model.forward).parameters
     names = tuple(n for n in TOKEN_INPUTS if n in accepted)
-    if int(getattr(config, "type_vocab_size", 0) or 0) == 0:
+    produced = set(getattr(tokenizer, "model_input_names", TOKEN_INPUTS))
+    if int(getattr(config, "type_vocab_size", 0) or 0) == 0 or "token_type_ids" not in produced:
+        # the model then uses its all-zero default, exactly what it sees when served without them
         names = tuple(n for n in names if n != "token_type_ids")
     mode = pooling_mode(hf_dir, pooling)
     card: JSON = {"max_length": max_length_of(tokenizer, config)}

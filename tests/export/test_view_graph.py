@@ -1,0 +1,45 @@
+"""onnxkit view: static renderings, and Netron served on loopback only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from onnxkit.cli import main
+from onnxkit.errors import InvalidRequest
+from onnxkit.export import export
+from onnxkit.view import render, serve, stop
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(tiny_bert_dir, "pooling", tmp_path_factory.mktemp("view") / "out") / "model.onnx"
+
+
+def test_static_renderings(model: Path, tmp_path: Path) -> None:
+    dot = render(model, tmp_path / "g.dot").read_text()
+    assert dot.startswith("digraph onnx {") and '"in:input_ids"' in dot and "-> \"out:embeddings\"" in dot
+    svg = render(model, tmp_path / "g.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") > 20 and "MatMul" in svg
+    page = render(model, tmp_path / "g.html").read_text()
+    assert "<svg" in page and "inputs: input_ids, attention_mask, token_type_ids" in page
+    assert not re.search(r"<script|https?://(?!www\.w3\.org)", page)  # self-contained
+    with pytest.raises(InvalidRequest, match=r"\.dot, \.svg or \.html"):
+        render(model, tmp_path / "g.png")
+
+
+def test_cli_writes_output(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["view", str(model.parent), "--output", str(tmp_path / "g.html")]) == 0
+    assert (tmp_path / "g.html").is_file() and "wrote" in capsys.readouterr().out
+
+
+def test_netron_serves_on_loopback(model: Path) -> None:
+    host, port = serve(model, 0, browse=False)
+    try:
+        assert host == "127.0.0.1" and port > 0
+        assert httpx.get(f"http://{host}:{port}/", timeout=10).status_code == 200
+    finally:
+        stop((host, port))
