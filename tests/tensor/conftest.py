@@ -54,7 +54,8 @@ def mlp(path: Path, scale: float = 1.0) -> Path:
 
 
 def mlp_reference(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    return (np.maximum(x @ W1 + B1, 0) @ W2 * scale).astype(np.float32)
+    out: np.ndarray = (np.maximum(x @ W1 + B1, 0) @ W2 * scale).astype(np.float32)
+    return out
 
 
 def int_model(path: Path) -> Path:

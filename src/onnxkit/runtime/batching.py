@@ -52,6 +52,7 @@ class Batcher(Generic[T, R]):
         cost: Callable[[T], int] = lambda _: 1,
         key: Callable[[T], Hashable] = lambda _: None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        inline_below_ms: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
         self.name = name
@@ -61,6 +62,10 @@ class Batcher(Generic[T, R]):
         self._cost = cost
         self._key = key
         self._on_batch = on_batch
+        # Batches that recently took less than this run on the event loop: a worker-thread hop
+        # costs ~60 us, more than a tiny model's whole run. 0 keeps every batch in a thread.
+        self.inline_below = inline_below_ms / 1000.0
+        self._recent_compute: float | None = None
         self._queue: collections.deque[_Pending[T, R]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -137,14 +142,20 @@ class Batcher(Generic[T, R]):
 
     async def _run(self, batch: list[_Pending[T, R]]) -> None:
         started = time.perf_counter()
+        items = [p.item for p in batch]
+        recent = self._recent_compute
         try:
-            results = await asyncio.to_thread(self._run_batch, [p.item for p in batch])
+            if recent is not None and recent < self.inline_below:
+                results = self._run_batch(items)
+            else:
+                results = await asyncio.to_thread(self._run_batch, items)
         except Exception as exc:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
         compute = time.perf_counter() - started
+        self._recent_compute = compute if recent is None else 0.8 * recent + 0.2 * compute
         for p, r in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(r)

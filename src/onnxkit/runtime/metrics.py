@@ -20,6 +20,35 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LABELS = ("model", "version")
 
 
+class ModelMetrics:
+    """One model version's series, looked up once (``labels()`` costs microseconds per call)."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self.success = metrics.requests.labels(model, version, "success")
+        self.failure = metrics.requests.labels(model, version, "failure")
+        self.request_seconds = metrics.request_seconds.labels(model, version)
+        self.queue_seconds = metrics.queue_seconds.labels(model, version)
+        self.compute_seconds = metrics.compute_seconds.labels(model, version)
+        self.batch_size = metrics.batch_size.labels(model, version)
+
+    def record_request(self, ok: bool, seconds: float) -> None:
+        if ok:
+            self.success.inc()
+            self.request_seconds.observe(seconds)
+        else:
+            self.failure.inc()
+
+    def record_batch(self, size: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.compute_seconds.observe(compute_seconds)
+        for s in queue_seconds:
+            self.queue_seconds.observe(s)
+
+    def on_batch(self, stats: BatchStats) -> None:
+        """An ``on_batch`` hook for ``runtime.batching.Batcher``."""
+        self.record_batch(stats.size, stats.queue_seconds, stats.compute_seconds)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -46,6 +75,9 @@ class Metrics:
         self.prompt_tokens = Counter("onnxkit_prompt_tokens", "Prompt tokens processed", _LABELS, registry=r)
         self.generated_tokens = Counter("onnxkit_generated_tokens", "Tokens generated", _LABELS, registry=r)
 
+    def model(self, model: str, version: str) -> ModelMetrics:
+        return ModelMetrics(self, model, version)
+
     def record_request(self, model: str, version: str, ok: bool, seconds: float) -> None:
         self.requests.labels(model, version, "success" if ok else "failure").inc()
         if ok:
@@ -68,11 +100,7 @@ class Metrics:
 
     def batch_hook(self, model: str, version: str) -> Callable[[BatchStats], None]:
         """An ``on_batch`` for ``runtime.batching.Batcher``."""
-
-        def hook(stats: BatchStats) -> None:
-            self.record_batch(model, version, stats.size, stats.queue_seconds, stats.compute_seconds)
-
-        return hook
+        return self.model(model, version).on_batch
 
     def render(self, loaded: Iterable[tuple[str, str, str]] = ()) -> bytes:
         """Prometheus text; ``loaded`` is (model, version, state) for the model-state gauge."""

@@ -143,6 +143,8 @@ def _include_optional(app: FastAPI, module: str) -> None:
 
 
 def wrap(app: FastAPI, settings: ServerSettings) -> Guard | AccessLog:
-    guarded = Guard(app, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    from onnxkit.serve.kserve_http import FastInfer
+
+    guarded = Guard(FastInfer(app), api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     # Outermost, so rejected requests (401, 413) are logged too.
     return AccessLog(guarded, json_lines=settings.log_json) if settings.access_log else guarded

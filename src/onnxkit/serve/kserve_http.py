@@ -8,6 +8,8 @@ does the checking and the running.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from onnxkit import __version__
-from onnxkit.errors import InvalidRequest, OnnxkitError
+from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import from_bytes, from_json, to_bytes, to_json_data
+from onnxkit.serve.middleware import Receive, Scope, Send, send_error
 from onnxkit.serve.state import AppState
 from onnxkit.tasks.tensor import metadata, resolve
 from onnxkit.types import JSON, Array
@@ -27,6 +30,7 @@ EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
+log = logging.getLogger("onnxkit.kserve")
 router = APIRouter(tags=["kserve"])
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -91,9 +95,16 @@ async def get_config(request: Request) -> Response:
 async def post_infer(request: Request) -> Response:
     name, version = _name_version(request)
     body = await request.body()
-    header = request.headers.get(HEADER_LENGTH)
-    model = resolve(_state(request).store, name, version)
-    req, binary = split_body(body, header)
+    content, headers = await infer(_state(request), name, version, body, request.headers.get(HEADER_LENGTH))
+    return Response(content, headers=headers)
+
+
+async def infer(
+    state: AppState, name: str, version: str | None, body: bytes, header_length: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """One v2 infer request: the response body and its content headers."""
+    model = resolve(state.store, name, version)
+    req, binary = split_body(body, header_length)
     inputs, outputs, classes, binary_out = decode_request(req, binary, name)
     result = await model.infer(inputs, outputs, classification=classes)
     return encode_response(name, model.version, req.get("id"), result, binary_out)
@@ -179,7 +190,7 @@ def decode_request(
 
 def encode_response(
     model: str, version: str, request_id: Any, result: dict[str, Array], binary: dict[str, bool]
-) -> Response:
+) -> tuple[bytes, dict[str, str]]:
     outputs: list[JSON] = []
     chunks: list[bytes] = []
     for name, array in result.items():
@@ -196,12 +207,11 @@ def encode_response(
         body["id"] = request_id
     header = orjson.dumps(body, option=_NUMPY)
     if not chunks:
-        return Response(header, media_type="application/json")
-    return Response(
-        b"".join([header, *chunks]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
+        return header, {"content-type": "application/json"}
+    return b"".join([header, *chunks]), {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }
 
 
 def _datatype(array: Array) -> str:
@@ -271,3 +281,51 @@ async def post_unload(request: Request) -> Response:
     await _json_body(request)
     await _repository(_state(request)).unload(str(request.path_params["model"]))
     return json_response({})
+
+
+# -- the infer fast path ----------------------------------------------------------------------------
+INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+
+class FastInfer:
+    """``POST /v2/models/{m}[/versions/{v}]/infer`` straight to the data plane.
+
+    Pure ASGI in front of the FastAPI app: it skips a dozen middleware and routing layers
+    (~0.1 ms a request, a fifth of the latency budget). Other requests pass through; the
+    router's own infer route stays for apps used without ``serve.app.wrap``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.state: AppState = app.state.onnxkit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = INFER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        header = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"inference-header-content-length"),
+            None,
+        )
+        try:
+            content, headers = await infer(self.state, match[1], match[2], b"".join(chunks), header)
+        except OnnxkitError as exc:
+            await send_error(scope, send, exc)
+            return
+        except Exception:
+            log.exception("KServe infer failed")
+            await send_error(scope, send, InternalError("internal error; see the server log"))
+            return
+        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+        raw.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": content})

@@ -143,6 +143,7 @@ class TensorModel:
         self._settings = settings
         self._batcher: Batcher[_Item, dict[str, Array]] | None = None
         self._recent_compute: float | None = None  # unbatched runs, as in Batcher
+        self._metrics = METRICS.model(name, self.version)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,7 +156,7 @@ class TensorModel:
                 max_queue=self.config.max_queue_size or self._settings.max_queue,
                 cost=lambda item: item.rows,
                 key=self._key,
-                on_batch=METRICS.batch_hook(self.name, self.version),
+                on_batch=self._metrics.on_batch,
                 inline_below_ms=INLINE_BELOW_MS,
             )
             self._batcher.start()
@@ -230,7 +231,7 @@ class TensorModel:
             ok = True
             return result
         finally:
-            METRICS.record_request(self.name, self.version, ok, time.perf_counter() - started)
+            self._metrics.record_request(ok, time.perf_counter() - started)
 
     async def _run_one(self, item: _Item) -> dict[str, Array]:
         t0 = time.perf_counter()
@@ -241,7 +242,7 @@ class TensorModel:
             raw = await asyncio.to_thread(self.session.run, item.feeds, item.outputs)
         took = time.perf_counter() - t0
         self._recent_compute = took if recent is None else 0.8 * recent + 0.2 * took
-        METRICS.record_batch(self.name, self.version, 1, [0.0], took)
+        self._metrics.record_batch(1, [0.0], took)
         return raw
 
     def _prepare(

@@ -1,0 +1,79 @@
+"""One line per HTTP request, plain or JSON (pure ASGI: no BaseHTTPMiddleware on the hot path)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("onnxkit.access")
+
+
+def _default_sink() -> Callable[[str], None]:
+    # The CLI configures no logging; make sure the lines reach stderr anyway.
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    return log.info
+
+
+class AccessLog:
+    def __init__(
+        self, app: ASGIApp, *, json_lines: bool = False, sink: Callable[[str], None] | None = None
+    ) -> None:
+        self.app = app
+        self.json_lines = json_lines
+        self.sink = sink or _default_sink()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        size = 0
+
+        async def recording(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        except BaseException:
+            status = status or 500
+            raise
+        finally:
+            self.sink(self._line(scope, status, size, time.perf_counter() - started))
+
+    def _line(self, scope: Scope, status: int, size: int, seconds: float) -> str:
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        method = scope.get("method", "-")
+        path = scope.get("path", "")
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = f"{path}?{query}" if query else path
+        ms = round(seconds * 1000, 3)
+        if self.json_lines:
+            record = {
+                "ts": round(time.time(), 3),
+                "client": peer,
+                "method": method,
+                "path": target,
+                "http_version": scope.get("http_version", "1.1"),
+                "status": status,
+                "bytes": size,
+                "duration_ms": ms,
+            }
+            return json.dumps(record, separators=(",", ":"))
+        return f'{peer} "{method} {target} HTTP/{scope.get("http_version", "1.1")}" {status} {size} {ms}ms'
