@@ -33,6 +33,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument("--detach", action="store_true",
                    help="start in the background and return once ready; no-op if already running")
+    t = p.add_argument_group("tensor serving (KServe v2 REST/gRPC, TF-Serving REST)")
+    t.add_argument("--repository", action="append", default=[], metavar="DIR",
+                   help="Triton-layout repository: DIR/<model>/[config.yaml]/<version>/model.onnx")
+    t.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help='JSON/YAML {"model_config_list": [{"name", "base_path", "max_batch_size", ...}]}')
+    t.add_argument("--model-control", choices=["none", "poll", "explicit"], default="none",
+                   help="poll: follow the repository; explicit: load/unload through the repository API")
+    t.add_argument("--repository-poll-secs", type=float, default=5.0, help="how often poll mode looks")
+    t.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="explicit mode: models to load at start ('*': all; default all)")
+    t.add_argument("--grpc-port", type=int, default=None,
+                   help="KServe v2 gRPC port (default 8001 with --repository/--config, else off; -1: off)")
+    p.add_argument("--log-json", action="store_true", help="access log lines as JSON")
+    p.add_argument("--no-access-log", action="store_true", help="no line per request")
     p.set_defaults(func=run)
 
 
@@ -46,14 +60,29 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_concurrent_sequences=args.max_concurrent_sequences,
         max_body_bytes=args.max_body_bytes,
+        repositories=tuple(args.repository),
+        model_config_files=tuple(args.config),
+        model_control=args.model_control,
+        repository_poll_seconds=args.repository_poll_secs,
+        load_models=tuple(args.load_model) or ("*",),
+        grpc_port=grpc_port(args),
+        log_json=args.log_json,
+        access_log=not args.no_access_log,
     )
+
+
+def grpc_port(args: argparse.Namespace) -> int | None:
+    if args.grpc_port is not None:
+        return None if args.grpc_port < 0 else int(args.grpc_port)
+    return 8001 if args.repository or args.config else None
 
 
 def run(args: argparse.Namespace) -> int:
     from onnxkit.serve import server
 
     settings = settings_from(args)
-    specs = args.models or list(DEFAULT_MODELS)
+    tensor_serving = bool(args.repository or args.config)
+    specs = args.models or ([] if tensor_serving else list(DEFAULT_MODELS))
     running = server.probe(settings.host, settings.port)
     if running:
         print(f"an onnxkit server is already running on {settings.host}:{settings.port} "
@@ -64,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         return detach(settings, sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs])
     server.write_pidfile(settings)
-    print(f"serving {', '.join(m.name for m in models)} on http://{settings.host}:{settings.port}", flush=True)
+    what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
+    grpc = f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
+    print(f"serving {', '.join(what)} on http://{settings.host}:{settings.port}{grpc}", flush=True)
     try:
         server.serve_forever(settings, models)
     finally:
