@@ -32,7 +32,9 @@ def _greedy(folder: Path, prompt: str, new_tokens: int) -> str:
 
 
 @pytest.mark.parametrize("quantize", [None, "int4"])
-def test_tiny_llama_builds_and_matches_pytorch(tiny_llama_dir: Path, tmp_path: Path, quantize: str | None) -> None:
+def test_tiny_llama_builds_and_matches_pytorch(
+    tiny_llama_dir: Path, tmp_path: Path, quantize: str | None
+) -> None:
     out = export(tiny_llama_dir, "causal-lm", tmp_path / "out", quantize=quantize, max_length=128)
     card = json.loads((out / "onnxkit.json").read_text())
     assert card["format"] == "genai" and card["precision"] == ("int4" if quantize else "fp32")
@@ -58,7 +60,10 @@ def test_tiny_llama_builds_and_matches_pytorch(tiny_llama_dir: Path, tmp_path: P
         reference = transformers.AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir))
         with torch.no_grad():
             want = reference.generate(
-                torch.from_numpy(ids.astype(np.int64))[None], max_length=12, do_sample=False, eos_token_id=None
+                torch.from_numpy(ids.astype(np.int64))[None],
+                max_length=12,
+                do_sample=False,
+                eos_token_id=None,
             )
         assert got == want[0].tolist()
 

@@ -28,7 +28,9 @@ def _plain(folder: Path, texts: list[str]) -> list[np.ndarray]:
 
 
 def _fused(folder: Path, texts: list[str]) -> list[np.ndarray]:
-    sess = ort.InferenceSession(str(folder / "model.onnx"), session_options(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(folder / "model.onnx"), session_options(), providers=["CPUExecutionProvider"]
+    )
     return list(sess.run(None, {"text": np.array(texts, dtype=object)}))
 
 
@@ -77,7 +79,9 @@ def test_unfusable_tokenizer_says_so(tiny_bert_dir: Path, tmp_path: Path) -> Non
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "the", "a", "cat"])}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(str(folder))
+    PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
+        str(folder)
+    )
     with pytest.raises(InvalidRequest, match="cannot be fused"):
         export(folder, "pooling", tmp_path / "out", fuse_tokenizer=True)
     assert not (tmp_path / "out").exists()

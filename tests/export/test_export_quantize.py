@@ -28,14 +28,18 @@ def _embed(folder: Path, texts: list[str]) -> np.ndarray:
 
 
 @pytest.mark.integration
-def test_minilm_int8_optimized_stays_within_cosine(minilm_dir: Path, minilm_export: Path, tmp_path: Path) -> None:
+def test_minilm_int8_optimized_stays_within_cosine(
+    minilm_dir: Path, minilm_export: Path, tmp_path: Path
+) -> None:
     out = export(minilm_dir, "pooling", tmp_path / "int8", quantize="int8", optimize=True)
     card = json.loads((out / "onnxkit.json").read_text())
     figures = card["optimization"]
     assert figures["quantize"] == "int8" and figures["optimize"] is True
     assert figures["embeddings_mean_cosine"] >= 0.99
     assert figures["bytes"] < figures["bytes_fp32"] / 3
-    assert figures["fused_ops"].get("Attention", 0) + figures["fused_ops"].get("SkipLayerNormalization", 0) > 0
+    assert (
+        figures["fused_ops"].get("Attention", 0) + figures["fused_ops"].get("SkipLayerNormalization", 0) > 0
+    )
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
     assert ops & {"QAttention", "MatMulInteger", "DynamicQuantizeMatMul"}
 

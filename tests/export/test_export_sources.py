@@ -29,7 +29,7 @@ def test_local_sources(tiny_bert_dir: Path, smollm_gguf: Path, tmp_path: Path) -
     assert resolve(str(tiny_bert_dir), tmp_path).kind == "hf-folder"
     assert resolve(str(smollm_gguf), tmp_path).kind == "gguf"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InvalidRequest, match="no config.json"):
+    with pytest.raises(InvalidRequest, match=r"no config\.json"):
         resolve(str(tmp_path / "empty"), tmp_path)
     with pytest.raises(InvalidRequest, match="hf:ORG/NAME"):
         resolve("hf:just-a-name", tmp_path)

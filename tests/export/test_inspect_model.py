@@ -16,8 +16,23 @@ from onnxkit.export import export
 from onnxkit.inspect import SCHEMA, format_report, inspect_model
 
 KEYS = {
-    "schema", "path", "file_bytes", "ir_version", "producer", "domain", "model_version", "doc_string",
-    "opset_imports", "metadata", "inputs", "outputs", "functions", "parameters", "external_data", "ops", "card",
+    "schema",
+    "path",
+    "file_bytes",
+    "ir_version",
+    "producer",
+    "domain",
+    "model_version",
+    "doc_string",
+    "opset_imports",
+    "metadata",
+    "inputs",
+    "outputs",
+    "functions",
+    "parameters",
+    "external_data",
+    "ops",
+    "card",
 }
 
 
@@ -54,7 +69,11 @@ def test_external_data_is_reported_not_loaded(exported: Path, tmp_path: Path) ->
     count, nbytes = _expected_params(model)
     tensors = len(model.graph.initializer)
     onnx.save_model(
-        model, str(tmp_path / "big.onnx"), save_as_external_data=True, location="big.weights", size_threshold=0
+        model,
+        str(tmp_path / "big.onnx"),
+        save_as_external_data=True,
+        location="big.weights",
+        size_threshold=0,
     )
     report = inspect_model(tmp_path / "big.onnx")
     assert report["file_bytes"] < 64 * 1024  # the graph alone

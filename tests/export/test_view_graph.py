@@ -21,7 +21,7 @@ def model(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_static_renderings(model: Path, tmp_path: Path) -> None:
     dot = render(model, tmp_path / "g.dot").read_text()
-    assert dot.startswith("digraph onnx {") and '"in:input_ids"' in dot and "-> \"out:embeddings\"" in dot
+    assert dot.startswith("digraph onnx {") and '"in:input_ids"' in dot and '-> "out:embeddings"' in dot
     svg = render(model, tmp_path / "g.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<rect") > 20 and "MatMul" in svg
     page = render(model, tmp_path / "g.html").read_text()
