@@ -1,114 +1,17 @@
-"""Tiny tensor models made with onnx.helper, and a Triton-layout repository of them."""
+"""Fixtures for the tensor-serving tests: tiny models and Triton-layout repositories."""
 
 from __future__ import annotations
 
 import shutil
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from tensor_fixtures import MLP_CONFIG, Served, fp16_model, free_port, int_model, mlp, string_model
 
-OPSET = [helper.make_opsetid("", 17)]
-RNG = np.random.default_rng(0)
-W1 = RNG.standard_normal((4, 8)).astype(np.float32)
-B1 = RNG.standard_normal(8).astype(np.float32)
-W2 = RNG.standard_normal((8, 3)).astype(np.float32)
+from onnxkit.serve.server import Server
 
-
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=OPSET)
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def mlp(path: Path, scale: float = 1.0) -> Path:
-    """x FP32 [N, 4] -> logits FP32 [N, 3]: relu(x W1 + b1) W2 * scale."""
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h"]),
-        helper.make_node("Add", ["h", "b1"], ["hb"]),
-        helper.make_node("Relu", ["hb"], ["r"]),
-        helper.make_node("MatMul", ["r", "w2"], ["o"]),
-        helper.make_node("Mul", ["o", "scale"], ["logits"]),
-    ]
-    inits = [
-        numpy_helper.from_array(W1, "w1"),
-        numpy_helper.from_array(B1, "b1"),
-        numpy_helper.from_array(W2, "w2"),
-        numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        inits,
-    )
-    return _save(graph, path)
-
-
-def mlp_reference(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    out: np.ndarray = (np.maximum(x @ W1 + B1, 0) @ W2 * scale).astype(np.float32)
-    return out
-
-
-def int_model(path: Path) -> Path:
-    """ids INT64 [N, L] -> doubled INT64 [N, L], total INT64 [N] (row sums)."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("Add", ["ids", "ids"], ["doubled"]),
-            helper.make_node("ReduceSum", ["ids", "axes"], ["total"], keepdims=0),
-        ],
-        "ints",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "L"])],
-        [
-            helper.make_tensor_value_info("doubled", TensorProto.INT64, ["N", "L"]),
-            helper.make_tensor_value_info("total", TensorProto.INT64, ["N"]),
-        ],
-        [numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
-    )
-    return _save(graph, path)
-
-
-def string_model(path: Path) -> Path:
-    """text STRING [N] -> same STRING [N] (Identity) and upper STRING [N] (StringNormalizer)."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("Identity", ["text"], ["same"]),
-            helper.make_node("StringNormalizer", ["text"], ["upper"], case_change_action="UPPER", locale="C"),
-        ],
-        "strings",
-        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
-        [
-            helper.make_tensor_value_info("same", TensorProto.STRING, ["N"]),
-            helper.make_tensor_value_info("upper", TensorProto.STRING, ["N"]),
-        ],
-    )
-    return _save(graph, path)
-
-
-def fp16_model(path: Path) -> Path:
-    """a FP16 [N, 2] -> y FP16 [N, 2] = a * 2."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["a", "two"], ["y"])],
-        "half",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT16, ["N", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 2])],
-        [numpy_helper.from_array(np.array(2, dtype=np.float16), "two")],
-    )
-    return _save(graph, path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+RepoFactory = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +24,6 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "strings": string_model(root / "strings.onnx"),
         "half": fp16_model(root / "half.onnx"),
     }
-
-
-RepoFactory = Callable[..., Path]
 
 
 @pytest.fixture
@@ -143,3 +43,27 @@ def make_repository(tmp_path: Path, model_files: dict[str, Path]) -> RepoFactory
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def shared_repository(tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]) -> Path:
+    """mlp (v1, v2 = 2x), ints, strings, half, and a corrupt model 'broken'."""
+    root = tmp_path_factory.mktemp("shared-repo")
+    for name, versions in {"mlp": ["1"], "ints": ["1"], "strings": ["1"], "half": ["1"]}.items():
+        for v in versions:
+            (root / name / v).mkdir(parents=True)
+            shutil.copy(model_files[name], root / name / v / "model.onnx")
+    (root / "mlp" / "2").mkdir()
+    shutil.copy(model_files["mlp2"], root / "mlp" / "2" / "model.onnx")
+    (root / "mlp" / "config.yaml").write_text(MLP_CONFIG + "version_policy: all\n")
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
+    return root
+
+
+@pytest.fixture(scope="session")
+def served(shared_repository: Path) -> Iterator[Served]:
+    """One server over the shared repository: HTTP on port 0, gRPC on a free port."""
+    grpc = free_port()
+    with Server([], port=0, repositories=(str(shared_repository),), grpc_port=grpc) as s:
+        yield Served(s.url, s.port, grpc)
