@@ -3,6 +3,7 @@ interprets the graph node by node, so shapes stay dynamic and autograd sees ever
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -132,7 +133,7 @@ class OnnxModule(nn.Module):
         missing = [n for n in self.input_names if n not in given]
         if missing:
             raise InvalidRequest(f"missing input(s) {missing}; the model's inputs are {self.input_names}")
-        device = next(iter(self.state_dict().values()), torch.empty(0)).device
+        device = next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
         env: dict[str, Tensor] = {}
         for name, dtype in zip(self.input_names, self._input_dtypes, strict=False):
             value = given[name]
