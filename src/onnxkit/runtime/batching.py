@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -174,10 +175,8 @@ class Batcher(Generic[T, R]):
         self._wakeup.set()
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(ModelUnavailable(f"model {self.name!r} was unloaded"))

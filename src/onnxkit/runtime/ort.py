@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from onnxkit.types import Array
 Dim = int | str | None
 
 # ONNX tensor type strings as onnxruntime reports them -> numpy dtypes.
-ORT_DTYPES: dict[str, np.dtype[object]] = {
+ORT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(float16)": np.dtype(np.float16),
     "tensor(double)": np.dtype(np.float64),
@@ -40,7 +41,7 @@ ORT_DTYPES: dict[str, np.dtype[object]] = {
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: np.dtype[object]
+    dtype: np.dtype[Any]
     shape: tuple[Dim, ...]
 
     def accepts_shape(self, shape: Sequence[int]) -> bool:

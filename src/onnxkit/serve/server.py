@@ -95,7 +95,6 @@ class Server:
     def start(self) -> Server:
         self._sock = bind(self.settings.host, self.settings.port)
         self._server = uvicorn.Server(uvicorn_config(self.settings, self.models))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         sock = self._sock
 
         def run() -> None:

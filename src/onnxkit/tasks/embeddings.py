@@ -160,7 +160,7 @@ class Embedder:
         pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         if self.normalize:
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return pooled.astype(np.float32)
+        return np.asarray(pooled, dtype=np.float32)
 
 
 def _config_max_length(path: Path) -> int | None:
