@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-
 import socket
 import subprocess
 import sys
@@ -23,10 +22,10 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sentences import sentences  # noqa: E402
+from sentences import sentences
 
-from onnxkit.models.cache import Cache  # noqa: E402
-from onnxkit.settings import default_home  # noqa: E402
+from onnxkit.models.cache import Cache
+from onnxkit.settings import default_home
 
 CHAT, EMBED = "smollm2-135m-instruct", "all-minilm-l6-v2"
 PROMPTS = ["Write a short story about a lighthouse keeper.", "Explain how rainbows form.",
