@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tensor_fixtures import MLP_CONFIG, Served, fp16_model, free_port, int_model, mlp, string_model
+from tensor_fixtures import (
+    MLP_CONFIG,
+    RepoFactory,
+    Served,
+    fp16_model,
+    free_port,
+    int_model,
+    mlp,
+    string_model,
+)
 
 from onnxkit.serve.server import Server
-
-RepoFactory = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,9 @@ def fp16_model(path: Path) -> Path:
     return _save(graph, path)
 
 
+RepoFactory = Callable[..., Path]
+
+
 @dataclass(frozen=True)
 class Served:
     url: str  # http://127.0.0.1:PORT

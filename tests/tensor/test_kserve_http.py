@@ -186,9 +186,7 @@ def _x(
         ([], ["'mlp'", "no 'inputs'"]),
     ],
 )
-def test_bad_inputs_are_400_naming_what_was_expected(
-    served: Served, inputs: list[object], needles: list[str]
-) -> None:
+def test_bad_inputs_are_400_naming_what_was_expected(served: Served, inputs: list[object], needles: list[str]) -> None:
     status, message = _error(served, "/v2/models/mlp/versions/1/infer", {"inputs": inputs})
     assert status == 400
     for needle in needles:

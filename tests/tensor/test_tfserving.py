@@ -75,9 +75,9 @@ def test_metadata(served: Served) -> None:
     assert [d["size"] for d in sig["inputs"]["x"]["tensor_shape"]["dim"]] == ["-1", "4"]
     assert sig["outputs"]["logits"]["dtype"] == "DT_FLOAT"
     assert (
-        httpx.get(served.url + "/v1/models/strings/metadata").json()["metadata"]["signature_def"][
-            "signature_def"
-        ]["serving_default"]["inputs"]["text"]["dtype"]
+        httpx.get(served.url + "/v1/models/strings/metadata").json()["metadata"]["signature_def"]["signature_def"][
+            "serving_default"
+        ]["inputs"]["text"]["dtype"]
         == "DT_STRING"
     )
 

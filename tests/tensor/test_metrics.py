@@ -1,0 +1,97 @@
+"""/metrics (Prometheus text) and the access log, read from a real server."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tensor_fixtures import RepoFactory, Served, metric, wait_until
+
+from onnxkit.runtime import metrics
+from onnxkit.serve.server import Server
+
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [0.5] * 8}]}
+
+
+def scrape(url: str) -> str:
+    r = httpx.get(url + "/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    list(text_string_to_metric_families(r.text))  # parses as Prometheus text
+    return r.text
+
+
+def test_request_counts_and_latency_histograms(served: Served) -> None:
+    before = scrape(served.url)
+    labels = {"model": "mlp", "version": "1"}
+    for _ in range(3):
+        assert httpx.post(served.url + "/v2/models/mlp/versions/1/infer", json=BODY).status_code == 200
+    bad = {"inputs": [{**BODY["inputs"][0], "shape": [2, 5], "data": [0.5] * 10}]}  # type: ignore[dict-item]
+    assert httpx.post(served.url + "/v2/models/mlp/versions/1/infer", json=bad).status_code == 400
+    after = scrape(served.url)
+
+    def delta(name: str, **extra: str) -> float:
+        return metric(after, name, **labels, **extra) - metric(before, name, **labels, **extra)
+
+    assert delta("onnxkit_requests_total", outcome="success") == 3
+    assert delta("onnxkit_requests_total", outcome="failure") == 1
+    assert delta("onnxkit_request_duration_seconds_count") == 3
+    assert delta("onnxkit_compute_duration_seconds_count") == 3
+    assert delta("onnxkit_queue_duration_seconds_count") == 3
+    assert delta("onnxkit_batch_size_count") == 3
+    assert delta("onnxkit_request_duration_seconds_sum") > 0
+
+
+def test_loaded_models_and_versions(served: Served) -> None:
+    text = scrape(served.url)
+    assert metric(text, "onnxkit_model_ready", model="mlp", version="2", state="READY") == 1
+    assert metric(text, "onnxkit_model_ready", model="broken", version="1", state="UNAVAILABLE") == 0
+    assert 'onnxkit_model_ready{model="broken"' in text
+
+
+def test_token_counters_for_language_models(served: Served) -> None:
+    before = scrape(served.url)
+    metrics.record_tokens("some-llm", "1", prompt=12, generated=30)
+    metrics.record_request("some-llm", "1", ok=True, seconds=0.25)
+    after = scrape(served.url)
+    labels = {"model": "some-llm", "version": "1"}
+    assert (
+        metric(after, "onnxkit_prompt_tokens_total", **labels) - metric(before, "onnxkit_prompt_tokens_total", **labels)
+        == 12
+    )
+    assert (
+        metric(after, "onnxkit_generated_tokens_total", **labels)
+        - metric(before, "onnxkit_generated_tokens_total", **labels)
+        == 30
+    )
+    assert metric(after, "onnxkit_requests_total", **labels, outcome="success") >= 1
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_access_log_one_line_per_request(
+    make_repository: RepoFactory, caplog: pytest.LogCaptureFixture, json_lines: bool
+) -> None:
+    repo = make_repository(mlp=[1])
+    server = Server([], port=0, repositories=(str(repo),), log_json=json_lines)
+    with server as s, caplog.at_level(logging.INFO, logger="onnxkit.access"):
+        caplog.clear()
+        httpx.post(s.url + "/v2/models/mlp/infer?trace=1", json=BODY)
+        httpx.get(s.url + "/v2/models/nope")
+
+        def lines() -> list[str]:  # a line is written once the response is sent: allow it a moment
+            return [r.getMessage() for r in caplog.records if r.name == "onnxkit.access"]
+
+        wait_until(lambda: len(lines()) >= 2, timeout=5, what="two access log lines")
+    assert len(lines()) == 2
+    if json_lines:
+        first, second = (json.loads(line) for line in lines())
+        assert first["method"] == "POST" and first["path"] == "/v2/models/mlp/infer?trace=1"
+        assert first["status"] == 200 and first["bytes"] > 0 and first["duration_ms"] > 0
+        assert first["client"].startswith("127.0.0.1:")
+        assert second["status"] == 404
+    else:
+        assert '"POST /v2/models/mlp/infer?trace=1 HTTP/1.1" 200' in lines()[0]
+        assert '"GET /v2/models/nope HTTP/1.1" 404' in lines()[1]
