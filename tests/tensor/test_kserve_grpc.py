@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
-from tensor_fixtures import LABELS, Served, mlp_reference
+from tensor_fixtures import LABELS, Served, free_port, mlp_reference
 from tritonclient.utils import InferenceServerException
 
 from onnxkit.serve._proto import grpc_service_pb2 as pb
 from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
+from onnxkit.serve.server import Server
 
 X = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
 
@@ -113,3 +117,16 @@ def test_repository_index(client: tg.InferenceServerClient) -> None:
     states = {(m["name"], m.get("version")): m["state"] for m in index}
     assert states[("mlp", "2")] == "READY"
     assert states[("broken", "1")] == "UNAVAILABLE"
+
+
+def test_api_key_guards_grpc_and_http(shared_repository: Path) -> None:
+    grpc_port = free_port()
+    with Server([], port=0, repositories=(str(shared_repository),), grpc_port=grpc_port, api_key="s3cret") as s:
+        client = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        with pytest.raises(InferenceServerException) as denied:
+            client.get_model_metadata("mlp")
+        assert denied.value.status() == "StatusCode.UNAUTHENTICATED"
+        assert client.get_model_metadata("mlp", headers={"authorization": "Bearer s3cret"}).name == "mlp"
+        assert httpx.get(s.url + "/v2/models/mlp").status_code == 401
+        assert httpx.get(s.url + "/v2/models/mlp", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(s.url + "/v2/health/live").status_code == 200  # probes stay open

@@ -209,3 +209,30 @@ def test_explicit_load_and_unload(make_repository: RepoFactory) -> None:
             http.load_model("nope")
         with pytest.raises(InferenceServerException, match="not in the model repository"):
             grpc.load_model("nope")
+
+
+def test_text_models_with_a_card_are_on_the_openai_routes_too(tiny_embed_model: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_embed_model, repo / "embedder" / "1")
+    with Server([], port=0, repositories=(str(repo),)) as s:
+        r = httpx.post(s.url + "/v1/embeddings", json={"model": "embedder", "input": ["a quick brown fox"]})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]) == 1
+        assert httpx.get(s.url + "/v2/models/embedder/ready").status_code == 200
+        assert httpx.get(s.url + "/v2/models/embedder").json()["platform"] == "onnxkit_embeddings"
+        kserve = httpx.post(s.url + "/v2/models/embedder/infer", json={"inputs": []})
+        assert kserve.status_code == 400 and "/v1/embeddings" in kserve.json()["error"]
+
+
+def test_external_data_beside_the_model_is_used(tmp_path: Path, model_files: dict[str, Path]) -> None:
+    import onnx
+
+    model = onnx.load(str(model_files["mlp"]))
+    folder = tmp_path / "repo" / "ext" / "1"
+    folder.mkdir(parents=True)
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    assert (folder / "weights.bin").stat().st_size > 0
+    with Server([], port=0, repositories=(str(tmp_path / "repo"),)) as s:
+        r = infer_mlp(s.url, "ext")
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], mlp_reference(X).ravel(), rtol=1e-5)
