@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,3 +185,79 @@ def test_runs_where_onnxruntime_is_absent(
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     np.testing.assert_allclose(np.array(eval(done.stdout)), expected, atol=TOL)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "transactions", "bert"])
+@pytest.mark.parametrize(("exporter", "opset"), [("legacy", 14), ("dynamo", 18)])
+def test_backward_reaches_every_parameter_of_tiny_models(
+    tiny_onnx: Callable[[str, str, int], tuple[Path, Callable[[], tuple[Tensor, ...]]]],
+    kind: str,
+    exporter: str,
+    opset: int,
+) -> None:
+    path, make = tiny_onnx(kind, exporter, opset)
+    module = okt.load(path).train()
+    out = module(*make())
+    (out * torch.randn_like(out)).sum().backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+class _Branchy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        def positive(v: Tensor) -> Tensor:
+            return torch.relu(self.linear(v))
+
+        def negative(v: Tensor) -> Tensor:
+            return -self.linear(v)
+
+        return torch.cond(x.sum() > 0, positive, negative, (x,))  # type: ignore[no-any-return]
+
+
+class _Looping(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for _ in range(x.shape[0]):  # as many steps as rows: a data-dependent trip count
+            h = torch.tanh(self.linear(h))
+        return h
+
+
+def test_if_and_loop_from_the_exporters(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        branchy = tmp_path / "if.onnx"
+        torch.onnx.export(
+            _Branchy().eval(),
+            (torch.randn(3, 4),),
+            str(branchy),
+            input_names=["x"],
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("b")},),
+            verbose=False,
+        )
+        looping = tmp_path / "loop.onnx"
+        torch.onnx.export(
+            torch.jit.script(_Looping().eval()),
+            (torch.randn(3, 4),),
+            str(looping),
+            input_names=["x"],
+            dynamo=False,
+            opset_version=17,
+            dynamic_axes={"x": {0: "b"}},
+        )
+    assert "If" in {n.op_type for n in onnx.load(str(branchy)).graph.node}
+    assert "Loop" in {n.op_type for n in onnx.load(str(looping)).graph.node}
+    for path in (branchy, looping):
+        module = okt.load(path).eval()
+        for sign, rows in [(1.0, 2), (-1.0, 5)]:
+            x = (np.abs(np.random.default_rng(rows).standard_normal((rows, 4))) * sign).astype(np.float32)
+            np.testing.assert_allclose(torch_run(module, (x,)), ort_run(path, (x,)), atol=TOL, rtol=0)

@@ -65,9 +65,7 @@ class TextEncoder:
     def load(cls, folder: Path, input_names: list[str], max_length: int) -> TextEncoder:
         path = folder / "tokenizer.json"
         if not path.is_file():
-            raise InvalidRequest(
-                f"no tokenizer.json in {str(folder)!r}: tune needs the model's tokenizer beside it"
-            )
+            raise InvalidRequest(f"no tokenizer.json in {str(folder)!r}: tune needs the model's tokenizer beside it")
         tokenizer = Tokenizer.from_file(str(path))
         known = {"input_ids", "attention_mask", "token_type_ids"}
         unknown = [n for n in input_names if n not in known]

@@ -47,6 +47,33 @@ class Graph:
     outer: frozenset[str] = field(default_factory=frozenset)  # names read from enclosing graphs
 
 
+# Inputs that configure an op rather than carry data: a float initializer read only here (Resize's
+# scales, Dropout's ratio...) is a setting, not a weight.
+SETTINGS = {"Resize": {1, 2}, "Upsample": {1}, "Dropout": {1, 2}, "Range": {0, 1, 2}, "OneHot": {1, 2}}
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def weight_names(g: onnx.GraphProto) -> set[str]:
+    """The initializers that become parameters: float, rank >= 1, read as data by some node.
+
+    0-d floats are constants the exporter hoisted (attention scale, epsilon, the mask's fill value);
+    importer and write-back share this one rule.
+    """
+    candidates = {i.name for i in g.initializer if i.data_type in FLOAT_TYPES and len(i.dims) > 0}
+    read: set[str] = set()
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            settings = SETTINGS.get(node.op_type, set()) if node.domain in DEFAULT_DOMAINS else set()
+            read.update(name for k, name in enumerate(node.input) if k not in settings)
+            for a in node.attribute:
+                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    visit(sub)
+
+    visit(g)
+    return candidates & read
+
+
 def to_tensor(t: onnx.TensorProto) -> Tensor:
     if t.data_type == onnx.TensorProto.STRING:
         raise UnsupportedOp(f"tensor {t.name!r} holds strings; only numeric tensors can become torch tensors")
@@ -106,9 +133,7 @@ class Parser:
             if fn is None:
                 opset = self.opsets.get(domain, self.opset)
                 shown = domain or "ai.onnx"
-                self.problems.append(
-                    f"op {proto.op_type!r} (domain {shown!r}, opset {opset}) at node {label!r}"
-                )
+                self.problems.append(f"op {proto.op_type!r} (domain {shown!r}, opset {opset}) at node {label!r}")
                 continue
             attrs = {a.name: self._attr(a) for a in proto.attribute}
             unknown = set(attrs) - _params(fn)
@@ -120,9 +145,7 @@ class Parser:
                 continue
             if proto.op_type == "Split":
                 attrs.setdefault("num_outputs", len(proto.output))
-            node = Node(
-                proto.op_type, label, fn, takes_scope(fn), tuple(proto.input), tuple(proto.output), attrs
-            )
+            node = Node(proto.op_type, label, fn, takes_scope(fn), tuple(proto.input), tuple(proto.output), attrs)
             defined.update(node.outputs)
             if not self._fold(node, known):
                 raw.append(node)
@@ -166,9 +189,7 @@ class Parser:
         nodes = []
         for i, node in enumerate(raw):
             free = tuple(sorted(n for n in reads(node) if last[n] == i and n not in keep_out))
-            nodes.append(
-                Node(node.op, node.name, node.fn, node.scoped, node.inputs, node.outputs, node.attrs, free)
-            )
+            nodes.append(Node(node.op, node.name, node.fn, node.scoped, node.inputs, node.outputs, node.attrs, free))
         used = set(last) | keep_out
         constants = {name: self._keep(value) for name, value in known.items() if name in used}
         outer = frozenset(n for node in raw for n in reads(node) if n not in defined)

@@ -15,18 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from onnxkit.errors import InvalidRequest
-from onnxkit.pytorch.graph import Graph, Parser, to_tensor
+from onnxkit.pytorch.graph import Graph, Parser, to_tensor, weight_names
 from onnxkit.pytorch.ops_tensor import DTYPES
 
 
 class NodeFailed(InvalidRequest):
     pass
-
-
-def trainable(value: Tensor) -> bool:
-    # 0-d float initializers are constants the exporter hoisted (attention scale, epsilon, dropout
-    # ratio, the mask's fill value), not weights: they stay buffers.
-    return value.is_floating_point() and value.ndim > 0
 
 
 def _attribute_name(onnx_name: str, taken: set[str]) -> str:
@@ -76,8 +70,8 @@ class Scope:
 
 
 class OnnxModule(nn.Module):
-    """Float initializers (rank >= 1) are parameters, the rest buffers, each named after its ONNX
-    initializer; ``initializer_names`` maps attribute name -> ONNX name exactly."""
+    """Weights (graph.weight_names) are parameters, other initializers buffers, each named after its
+    ONNX initializer; ``initializer_names`` maps attribute name -> ONNX name exactly."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
@@ -93,10 +87,11 @@ class OnnxModule(nn.Module):
         self._input_dtypes = [DTYPES.get(i.type.tensor_type.elem_type) for i in declared]
         self.initializer_names: dict[str, str] = {}
         taken = set(dir(self))
+        weights = weight_names(g)
         for onnx_name, proto in initializers.items():
             value = to_tensor(proto)
             attr = _attribute_name(onnx_name, taken)
-            if trainable(value):
+            if onnx_name in weights:
                 self.register_parameter(attr, nn.Parameter(value))
             else:
                 self.register_buffer(attr, value)
@@ -120,9 +115,7 @@ class OnnxModule(nn.Module):
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Tensor]:
         if len(args) > len(self.input_names):
-            raise InvalidRequest(
-                f"model takes {len(self.input_names)} inputs {self.input_names}; got {len(args)}"
-            )
+            raise InvalidRequest(f"model takes {len(self.input_names)} inputs {self.input_names}; got {len(args)}")
         given = dict(zip(self.input_names, args, strict=False))
         for name, value in kwargs.items():
             if name not in self.input_names:

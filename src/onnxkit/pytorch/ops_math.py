@@ -158,9 +158,7 @@ def Celu(x: Tensor, alpha: float = 1.0) -> Tensor:
     return F.celu(x, alpha)
 
 
-def Selu(
-    x: Tensor, alpha: float = 1.67326319217681884765625, gamma: float = 1.05070102214813232421875
-) -> Tensor:
+def Selu(x: Tensor, alpha: float = 1.67326319217681884765625, gamma: float = 1.05070102214813232421875) -> Tensor:
     return gamma * torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
 
 

@@ -107,9 +107,7 @@ def ConvTranspose(
         begin, end = (half, rest) if auto_pad == "SAME_UPPER" else (rest, half)
     else:
         begin, end = (list(pads[:n]), list(pads[n:])) if pads else ([0] * n, [0] * n)
-    index = [slice(None), slice(None)] + [
-        slice(bg, f - e) for bg, e, f in zip(begin, end, full, strict=False)
-    ]
+    index = [slice(None), slice(None)] + [slice(bg, f - e) for bg, e, f in zip(begin, end, full, strict=False)]
     return y[tuple(index)]
 
 
@@ -213,9 +211,7 @@ def AveragePool(
     begin, end = _spatial_pads(x, kernel_shape, strides, [1] * n, pads, auto_pad)
     if begin != end:
         if not count_include_pad:
-            raise NotImplementedError(
-                f"AveragePool with asymmetric pads {begin}/{end} and count_include_pad=0"
-            )
+            raise NotImplementedError(f"AveragePool with asymmetric pads {begin}/{end} and count_include_pad=0")
         x, begin = F.pad(x, _torch_pads(begin, end)), [0] * n
     return _AVG_POOL[n](x, kernel_shape, strides, begin, bool(ceil_mode), bool(count_include_pad))
 
@@ -232,9 +228,7 @@ _INTERPOLATE_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def Resize_10(x: Tensor, scales: Tensor, mode: str = "nearest") -> Tensor:
-    return Resize_11(
-        x, None, scales, coordinate_transformation_mode="asymmetric", mode=mode, nearest_mode="floor"
-    )
+    return Resize_11(x, None, scales, coordinate_transformation_mode="asymmetric", mode=mode, nearest_mode="floor")
 
 
 def Upsample_9(x: Tensor, scales: Tensor, mode: str = "nearest") -> Tensor:
@@ -262,9 +256,7 @@ def Resize_11(
     spatial_scales = [float(s) for s in scales.reshape(-1).tolist()][-n:] if scales is not None else []
     spatial_sizes = _ints(sizes)[-n:] if sizes is not None and sizes.numel() else []
     kwargs: dict[str, Any] = (
-        {"size": spatial_sizes}
-        if spatial_sizes
-        else {"scale_factor": spatial_scales, "recompute_scale_factor": False}
+        {"size": spatial_sizes} if spatial_sizes else {"scale_factor": spatial_scales, "recompute_scale_factor": False}
     )
     ctm = coordinate_transformation_mode
     if mode == "nearest":
@@ -274,14 +266,11 @@ def Resize_11(
             return F.interpolate(x, mode="nearest-exact", **kwargs)
     elif mode in ("linear", "cubic") and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
         if mode == "cubic" and (n != 2 or cubic_coeff_a != -0.75 or exclude_outside):
-            raise NotImplementedError(
-                f"Resize cubic with a={cubic_coeff_a}, exclude_outside={exclude_outside}"
-            )
+            raise NotImplementedError(f"Resize cubic with a={cubic_coeff_a}, exclude_outside={exclude_outside}")
         torch_mode = "bicubic" if mode == "cubic" else _INTERPOLATE_MODES[n]
         return F.interpolate(
             x, mode=torch_mode, align_corners=ctm == "align_corners", antialias=bool(antialias), **kwargs
         )
     raise NotImplementedError(
-        f"Resize mode={mode!r} coordinate_transformation_mode={ctm!r} nearest_mode={nearest_mode!r} "
-        "is not supported"
+        f"Resize mode={mode!r} coordinate_transformation_mode={ctm!r} nearest_mode={nearest_mode!r} is not supported"
     )

@@ -76,9 +76,7 @@ def ReduceSum(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> Te
     return _reduce(_sum, x, axes, keepdims)
 
 
-def ReduceSum_13(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceSum_13(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_sum, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -86,9 +84,7 @@ def ReduceMean(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> T
     return _reduce(_mean, x, axes, keepdims)
 
 
-def ReduceMean_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceMean_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_mean, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -96,9 +92,7 @@ def ReduceMax(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> Te
     return _reduce(_max, x, axes, keepdims)
 
 
-def ReduceMax_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceMax_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_max, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -106,9 +100,7 @@ def ReduceMin(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> Te
     return _reduce(_min, x, axes, keepdims)
 
 
-def ReduceMin_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceMin_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_min, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -116,9 +108,7 @@ def ReduceProd(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> T
     return _reduce(_prod, x, axes, keepdims)
 
 
-def ReduceProd_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceProd_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_prod, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -126,9 +116,7 @@ def ReduceL1(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> Ten
     return _reduce(_l1, x, axes, keepdims)
 
 
-def ReduceL1_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceL1_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_l1, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -136,9 +124,7 @@ def ReduceL2(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) -> Ten
     return _reduce(_l2, x, axes, keepdims)
 
 
-def ReduceL2_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceL2_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_l2, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -156,9 +142,7 @@ def ReduceLogSum(x: Tensor, axes: list[int] | None = None, keepdims: int = 1) ->
     return _reduce(_log_sum, x, axes, keepdims)
 
 
-def ReduceLogSum_18(
-    x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0
-) -> Tensor:
+def ReduceLogSum_18(x: Tensor, axes: Tensor | None = None, keepdims: int = 1, noop_with_empty_axes: int = 0) -> Tensor:
     return _reduce(_log_sum, x, _ints(axes), keepdims, noop_with_empty_axes)
 
 
@@ -196,7 +180,5 @@ def CumSum(x: Tensor, axis: Tensor, exclusive: int = 0, reverse: int = 0) -> Ten
 
 
 def TopK(x: Tensor, k: Tensor, axis: int = -1, largest: int = 1, sorted: int = 1) -> tuple[Tensor, Tensor]:
-    values, indices = torch.topk(
-        x, int(k.reshape(-1)[0].item()), dim=axis, largest=bool(largest), sorted=True
-    )
+    values, indices = torch.topk(x, int(k.reshape(-1)[0].item()), dim=axis, largest=bool(largest), sorted=True)
     return values, indices

@@ -120,18 +120,14 @@ def Concat(*xs: Tensor, axis: int) -> Tensor:
     return torch.cat(xs, dim=axis)
 
 
-def Split(
-    x: Tensor, split: list[int] | None = None, axis: int = 0, num_outputs: int = 1
-) -> tuple[Tensor, ...]:
+def Split(x: Tensor, split: list[int] | None = None, axis: int = 0, num_outputs: int = 1) -> tuple[Tensor, ...]:
     # num_outputs: the attribute since opset 18; for older opsets the loader fills in the output count.
     if split:
         return tuple(torch.split(x, split, dim=axis))
     return tuple(torch.split(x, math.ceil(x.shape[axis] / num_outputs), dim=axis))
 
 
-def Split_13(
-    x: Tensor, split: Tensor | None = None, axis: int = 0, num_outputs: int = 1
-) -> tuple[Tensor, ...]:
+def Split_13(x: Tensor, split: Tensor | None = None, axis: int = 0, num_outputs: int = 1) -> tuple[Tensor, ...]:
     return Split(x, _ints(split), axis, num_outputs)
 
 
@@ -195,9 +191,7 @@ def ScatterND(x: Tensor, indices: Tensor, updates: Tensor, reduction: str = "non
     return x.index_put(idx, updates, accumulate=reduction == "add")
 
 
-def ScatterElements(
-    x: Tensor, indices: Tensor, updates: Tensor, axis: int = 0, reduction: str = "none"
-) -> Tensor:
+def ScatterElements(x: Tensor, indices: Tensor, updates: Tensor, axis: int = 0, reduction: str = "none") -> Tensor:
     idx = _index(x, indices, axis % x.ndim)
     if reduction == "none":
         return torch.scatter(x, axis, idx, updates)

@@ -79,9 +79,7 @@ def first_output(out: Tensor | tuple[Tensor, ...]) -> Tensor:
 class Task:
     """The loss and the evaluation of one task over an imported module."""
 
-    def __init__(
-        self, module: OnnxModule, encode: TextEncoder, config: TuneConfig, card: dict[str, Any]
-    ) -> None:
+    def __init__(self, module: OnnxModule, encode: TextEncoder, config: TuneConfig, card: dict[str, Any]) -> None:
         self.module, self.encode, self.config = module, encode, config
         self.pooling = str(card.get("pooling", "mean"))
         self.labels: list[str] = []
@@ -192,13 +190,7 @@ def tune(model: Path, out: Path, config: TuneConfig, log: Callable[[str], None] 
     task = Task(module, TextEncoder.load(folder, module.input_names, max_length), config, card)
     if config.task == "text-classification":
         task.bind_labels(card, rows + (eval_rows or []))
-    metric = (
-        None
-        if eval_rows is None
-        else "accuracy"
-        if config.task == "text-classification"
-        else "retrieval_accuracy"
-    )
+    metric = None if eval_rows is None else "accuracy" if config.task == "text-classification" else "retrieval_accuracy"
     before = task.evaluate(eval_rows) if eval_rows else None
     if before is not None:
         log(f"before tuning: eval {metric} {before:.3f}")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from onnxkit.errors import InvalidRequest
+from onnxkit.pytorch.graph import weight_names
 from onnxkit.pytorch.module import OnnxModule
 from onnxkit.pytorch.ops_tensor import DTYPES
 
@@ -38,12 +39,8 @@ def _external(proto: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in proto.external_data}
 
 
-def _is_float(proto: onnx.TensorProto) -> bool:
-    dtype = DTYPES.get(proto.data_type)
-    return dtype is not None and dtype.is_floating_point
-
-
-def _check(module: OnnxModule, inits: dict[str, onnx.TensorProto], src: Path) -> dict[str, Tensor]:
+def _check(module: OnnxModule, model: onnx.ModelProto, src: Path) -> dict[str, Tensor]:
+    inits = {i.name: i for i in model.graph.initializer}
     params: dict[str, Tensor] = {
         module.initializer_names[a]: p for a, p in module.named_parameters() if a in module.initializer_names
     }
@@ -53,8 +50,7 @@ def _check(module: OnnxModule, inits: dict[str, onnx.TensorProto], src: Path) ->
             f"{src} has no initializer(s) {unknown[:5]} that the module holds: "
             "was the module loaded from another model?"
         )
-    # The importer's rule (module.trainable), read from the protos without loading their data.
-    expected = {name for name, p in inits.items() if _is_float(p) and len(p.dims) > 0}
+    expected = weight_names(model.graph)  # the importer's rule, read without loading the data
     lacking = sorted(expected - set(params))
     if lacking:
         raise WeightMismatch(
@@ -77,16 +73,14 @@ def save(module: OnnxModule, src: str | Path, dst: str | Path) -> Path:
         raise InvalidRequest(f"source ONNX model {str(src)!r} does not exist")
     model = onnx.load(str(src), load_external_data=False)
     inits = {i.name: i for i in model.graph.initializer}
-    params = _check(module, inits, src)
+    params = _check(module, model, src)
 
     external = [p for p in inits.values() if p.data_location == onnx.TensorProto.EXTERNAL]
     locations = sorted({_external(p)["location"] for p in external})
     renamed: dict[str, str] = {}
     if dst.parent.resolve() == src.parent.resolve() and dst.resolve() != src.resolve():
         # Beside the source, the copy must not overwrite the source's data file: give it dst's name.
-        renamed = {
-            loc: f"{dst.name}.data" if i == 0 else f"{dst.name}.{i}.data" for i, loc in enumerate(locations)
-        }
+        renamed = {loc: f"{dst.name}.data" if i == 0 else f"{dst.name}.{i}.data" for i, loc in enumerate(locations)}
     patches: dict[str, list[tuple[int, bytes]]] = {loc: [] for loc in locations}
     for name, value in params.items():
         proto = inits[name]
