@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -85,6 +86,10 @@ def export(
             build_genai(hf_dir, staging, precision, max_length or DEFAULT_MAX_LENGTH)
             card: JSON = {"task": task, "source": src.label, "format": "genai", "precision": precision}
             card["parity"] = {"reference": "pytorch", **check_genai(hf_dir, staging, precision)}
+            genai = json.loads((staging / "genai_config.json").read_text())
+            card["max_length"] = genai["search"]["max_length"]
+            card["context_length"] = genai["model"].get("context_length")
+            card["inputs"], card["outputs"] = graph_io(staging / "model.onnx")
         else:
             if src.kind == "gguf":
                 raise InvalidRequest(f"a GGUF source only works with --task causal-lm, not {task!r}")
