@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from onnxkit.errors import InvalidRequest
+from onnxkit.errors import InternalError, InvalidRequest
 from onnxkit.pytorch.data import TOKENIZER_FILES, TextEncoder, batches, read_jsonl
 from onnxkit.pytorch.module import OnnxModule, load
 from onnxkit.pytorch.writeback import save
@@ -253,8 +254,12 @@ def tune(model: Path, out: Path, config: TuneConfig, log: Callable[[str], None] 
         "seconds": round(time.monotonic() - started, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write(module, onnx_path, folder, out, tuned_card(card, config, task.labels, max_length, module, record))
-    log(f"wrote {out}")
+    field_name = "text" if config.task == "text-classification" else "anchor"
+    sample, _ = task.encode([str(r[field_name]) for r in rows[:8]])  # for the round-trip check
+    new_card = tuned_card(card, config, task.labels, max_length, module, record)
+    _write(module, onnx_path, folder, out, new_card, sample)
+    diff = new_card["fine_tune"].get("roundtrip_max_abs_diff")
+    log(f"wrote {out}" + (f" (onnxruntime vs tuned module: max |diff| {diff:.1e})" if diff is not None else ""))
     return TuneResult(out, module, metric, before, after, losses)
 
 
@@ -286,7 +291,27 @@ def tuned_card(
     return new
 
 
-def _write(module: OnnxModule, onnx_path: Path, folder: Path, out: Path, card: dict[str, Any]) -> None:
+def roundtrip(path: Path, module: OnnxModule, inputs: dict[str, Tensor]) -> float | None:
+    """How far the written graph, run by onnxruntime, is from the tuned module (None without it)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {name: value.numpy() for name, value in inputs.items()})[0]
+    with torch.no_grad():
+        ours = first_output(module(**inputs)).numpy()
+    return float(np.abs(ours - theirs).max())
+
+
+def _write(
+    module: OnnxModule,
+    onnx_path: Path,
+    folder: Path,
+    out: Path,
+    card: dict[str, Any],
+    sample: dict[str, Tensor],
+) -> None:
     # Built beside OUT and renamed into place: an interrupted run leaves no half-written model.
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -294,6 +319,10 @@ def _write(module: OnnxModule, onnx_path: Path, folder: Path, out: Path, card: d
     staging.mkdir()
     try:
         save(module, onnx_path, staging / "model.onnx")
+        diff = roundtrip(staging / "model.onnx", module, sample)
+        if diff is not None and diff > 1e-4:
+            raise InternalError(f"the written model differs from the tuned module by {diff:.2e} (expected < 1e-4)")
+        card["fine_tune"]["roundtrip_max_abs_diff"] = diff
         for name in TOKENIZER_FILES:
             if (folder / name).is_file():
                 shutil.copy2(folder / name, staging / name)
