@@ -185,6 +185,8 @@ class Repository:
         model = store.find(name)
         current = set(model.versions) if model else set()
         for version in sorted(current - set(entry.versions)):
+            if (name, version) not in self._loaded_prints:
+                continue  # loaded from a MODEL argument, not from the repository: not ours to unload
             log.info(
                 "unloading %s version %s (gone from the repository or the version policy)", name, version
             )
