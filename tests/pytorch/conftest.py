@@ -40,10 +40,7 @@ def export(
         if dynamo:
             dims: dict[str, torch.export.Dim] = {}
             shapes = tuple(
-                {
-                    axis: dims.setdefault(label, torch.export.Dim(label, min=1, max=4096))
-                    for axis, label in axes.items()
-                }
+                {axis: dims.setdefault(label, torch.export.Dim(label, min=1, max=4096)) for axis, label in axes.items()}
                 for axes in (dynamic.get(name, {}) for name in inputs)
             )
             torch.onnx.export(
@@ -288,9 +285,7 @@ def tiny_onnx(
             dyn = {"image": {0: "batch"}, "logits": {0: "batch"}}
             export(cnn, make(), path, ["image"], ["logits"], dyn, dynamo=dynamo, opset=opset)
         elif kind == "transactions":
-            dyn = {n: {0: "batch", 1: "seq"} for n in ["dates", "input_ids", "amounts"]} | {
-                "logits": {0: "batch"}
-            }
+            dyn = {n: {0: "batch", 1: "seq"} for n in ["dates", "input_ids", "amounts"]} | {"logits": {0: "batch"}}
             make = transaction_args
             export(
                 Transactions(),
@@ -321,9 +316,7 @@ def tiny_onnx(
                     super().__init__()
                     self.bert = bert
 
-                def forward(
-                    self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor
-                ) -> Tensor:
+                def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
                     return self.bert(input_ids, attention_mask, token_type_ids).logits  # type: ignore[no-any-return]
 
             make = lambda: text_args(200)  # noqa: E731

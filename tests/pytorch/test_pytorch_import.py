@@ -159,9 +159,7 @@ def _one_node_model(op: str, domain: str, opset: int) -> onnx.ModelProto:
 def test_unsupported_op_fails_at_load_naming_op_domain_opset_and_node(tmp_path: Path) -> None:
     path = tmp_path / "custom.onnx"
     onnx.save(_one_node_model("FancyGelu", "com.example", 17), str(path))
-    with pytest.raises(
-        okt.UnsupportedOp, match=r"'FancyGelu' \(domain 'com.example', opset 1\) at node 'the_node'"
-    ):
+    with pytest.raises(okt.UnsupportedOp, match=r"'FancyGelu' \(domain 'com.example', opset 1\) at node 'the_node'"):
         okt.load(path)
     onnx.save(_one_node_model("StringNormalizer", "", 17), str(path))
     with pytest.raises(

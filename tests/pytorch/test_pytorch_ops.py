@@ -18,9 +18,7 @@ rng = np.random.default_rng(0)
 
 
 def _value(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(
-        name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)
-    )
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape))
 
 
 def check(
@@ -284,9 +282,7 @@ def _branch(name: str, op: str) -> onnx.GraphProto:
 
 @pytest.mark.parametrize("flag", [True, False])
 def test_if_runs_the_chosen_branch_with_outer_values(tmp_path: Path, flag: bool) -> None:
-    node = helper.make_node(
-        "If", ["c"], ["y"], then_branch=_branch("then", "Relu"), else_branch=_branch("else", "Neg")
-    )
+    node = helper.make_node("If", ["c"], ["y"], then_branch=_branch("then", "Relu"), else_branch=_branch("else", "Neg"))
     check(tmp_path, [node], {"c": np.array(flag), "x": x(3, 2)}, {"y": F32}, opset=17)
 
 
@@ -327,12 +323,35 @@ def test_dropout_is_active_only_in_train_mode(tmp_path: Path) -> None:
 
 def test_unknown_attribute_fails_at_load(tmp_path: Path) -> None:
     node = helper.make_node("Relu", ["x"], ["y"], name="relu_1", flavour="spicy")
-    graph = helper.make_graph(
-        [node], "g", [_value("x", x(2))], [helper.make_tensor_value_info("y", F32, None)]
-    )
+    graph = helper.make_graph([node], "g", [_value("x", x(2))], [helper.make_tensor_value_info("y", F32, None)])
     path = tmp_path / "bad.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(
-        okt.UnsupportedOp, match=r"attribute\(s\) \['flavour'\] of op 'Relu' at node 'relu_1'"
-    ):
+    with pytest.raises(okt.UnsupportedOp, match=r"attribute\(s\) \['flavour'\] of op 'Relu' at node 'relu_1'"):
         okt.load(path)
+
+
+def test_model_local_functions_are_inlined(tmp_path: Path) -> None:
+    double_relu = helper.make_function(
+        "custom.fns",
+        "DoubleRelu",
+        ["a"],
+        ["b"],
+        [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Add", ["r", "r"], ["b"])],
+        [helper.make_opsetid("", 17)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("DoubleRelu", ["x"], ["y"], domain="custom.fns")],
+        "g",
+        [_value("x", x(2, 3))],
+        [helper.make_tensor_value_info("y", F32, None)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.fns", 1)],
+        functions=[double_relu],
+    )
+    path = tmp_path / "functions.onnx"
+    onnx.save(model, str(path))
+    data = x(2, 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(okt.load(path)(data).numpy(), 2 * np.maximum(data, 0), atol=1e-6)

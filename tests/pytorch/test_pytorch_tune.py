@@ -93,9 +93,7 @@ def _ort_predict(folder: Path, texts: list[str]) -> np.ndarray:
     return logits
 
 
-def test_tuning_raises_held_out_accuracy_and_onnx_matches_module(
-    minilm_classifier: Path, tmp_path: Path
-) -> None:
+def test_tuning_raises_held_out_accuracy_and_onnx_matches_module(minilm_classifier: Path, tmp_path: Path) -> None:
     out = tmp_path / "tuned"
     config = TuneConfig(
         task="text-classification",
@@ -138,16 +136,8 @@ def test_tuning_raises_held_out_accuracy_and_onnx_matches_module(
 
     assert sorted(p.name for p in out.iterdir()) == sorted(["model.onnx", "onnxkit.json", *TOKENIZER_FILES])
     record = card["fine_tune"]
-    assert (
-        card["task"] == "text-classification"
-        and card["source"] == "all-MiniLM-L6-v2"
-        and card["max_length"] == 128
-    )
-    assert (
-        record["metric"] == "accuracy"
-        and record["examples"] == 72
-        and record["eval"][-1] == pytest.approx(after)
-    )
+    assert card["task"] == "text-classification" and card["source"] == "all-MiniLM-L6-v2" and card["max_length"] == 128
+    assert record["metric"] == "accuracy" and record["examples"] == 72 and record["eval"][-1] == pytest.approx(after)
     assert any("epoch 2/2: loss" in line and "eval accuracy" in line for line in lines)
 
 
@@ -256,8 +246,7 @@ def test_cli_names_the_bad_line_and_the_wrong_model(
     )
     assert code == 1
     assert (
-        f"{bad}:2: task 'text-classification' needs fields ['text', 'label']; got ['text']"
-        in capsys.readouterr().err
+        f"{bad}:2: task 'text-classification' needs fields ['text', 'label']; got ['text']" in capsys.readouterr().err
     )
 
     code = main(

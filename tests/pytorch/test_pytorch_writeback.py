@@ -131,7 +131,5 @@ def test_refuses_a_parameter_whose_shape_changed(tiny_onnx: Tiny, tmp_path: Path
     setattr(module, name, torch.nn.Parameter(torch.zeros(param.shape[0] + 1, *param.shape[1:])))
     onnx_name = re.escape(module.initializer_names[name])
     expected = re.escape(str(list(param.shape)))
-    with pytest.raises(
-        okt.WeightMismatch, match=rf"initializer '{onnx_name}' has shape \[.*\]; .* expects {expected}"
-    ):
+    with pytest.raises(okt.WeightMismatch, match=rf"initializer '{onnx_name}' has shape \[.*\]; .* expects {expected}"):
         okt.save(module, src, tmp_path / "x.onnx")

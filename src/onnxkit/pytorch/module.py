@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner
 import torch
 from torch import Tensor, nn
 
@@ -75,6 +76,8 @@ class OnnxModule(nn.Module):
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
+        if model.functions:  # model-local functions (some exporters emit one per submodule): inline them
+            model = onnx.inliner.inline_local_functions(model)
         g = model.graph
         initializers = {i.name: i for i in g.initializer}
         parser = Parser(model)
