@@ -67,7 +67,9 @@ def test_minilm_matches_onnxruntime(
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "transactions", "bert"])
-@pytest.mark.parametrize(("exporter", "opset"), [("legacy", 14), ("legacy", 16), ("dynamo", 18)])
+@pytest.mark.parametrize(
+    ("exporter", "opset"), [("legacy", 14), ("legacy", 15), ("legacy", 16), ("legacy", 18), ("dynamo", 18)]
+)
 def test_tiny_models_match_onnxruntime(
     tiny_onnx: Callable[[str, str, int], tuple[Path, Callable[[], tuple[Tensor, ...]]]],
     kind: str,
