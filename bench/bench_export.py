@@ -121,15 +121,17 @@ def bench_genai(work: Path, tokens: int = 64) -> dict[str, object]:
         built = time.perf_counter() - started
         model = og.Model(str(out))
         tokenizer = og.Tokenizer(model)
+        messages = json.dumps([{"role": "user", "content": "Write a short paragraph about the sea."}])
+        ids = tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         params = og.GeneratorParams(model)
-        params.set_search_options(max_length=256, do_sample=False)
+        # min_length keeps an early end-of-turn from cutting the timed run short
+        params.set_search_options(max_length=len(ids) + tokens, min_length=len(ids) + tokens, do_sample=False)
         generator = og.Generator(model, params)
-        generator.append_tokens(tokenizer.encode("Write a short paragraph about the sea."))
+        generator.append_tokens(ids)
         started = time.perf_counter()
-        made = 0
-        while made < tokens and not generator.is_done():
+        while not generator.is_done():
             generator.generate_next_token()
-            made += 1
+        made = len(generator.get_sequence(0)) - len(ids)
         rate = made / (time.perf_counter() - started)
         card = json.loads((out / "onnxkit.json").read_text())
         rows[precision] = {
