@@ -16,6 +16,8 @@ SENTENCES = [
     "The train to Edinburgh was delayed by forty minutes because of a signal failure near York.",
     "Cats sleep a lot.",
     "She finished the marathon in just under four hours, despite the heat and a blister on her heel.",
+    # longer than 256 tokens: both sides must truncate at the same place
+    " ".join(["The committee met again on Thursday to discuss the budget for the coming year."] * 30),
 ]
 
 
@@ -25,14 +27,15 @@ def test_minilm_pooling_matches_sentence_transformers(minilm_dir: Path, minilm_e
     assert card["task"] == "pooling" and card["pooling"] == "mean" and card["normalize"] is True
     assert [i["name"] for i in card["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert card["outputs"] == [{"name": "embeddings", "dtype": "float32", "shape": ["batch", 384]}]
-    assert card["max_length"] == 512
+    assert card["max_length"] == 256  # sentence-transformers' max_seq_length, not the tokenizer's 512
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_export))
-    enc = tokenizer(SENTENCES, padding=True, return_tensors="np")
+    enc = tokenizer(SENTENCES, padding=True, truncation=True, return_tensors="np")
+    assert enc["input_ids"].shape[1] == 256
     sess = ort.InferenceSession(str(minilm_export / "model.onnx"), providers=["CPUExecutionProvider"])
     (got,) = sess.run(["embeddings"], {k: enc[k].astype(np.int64) for k in card_inputs(card)})
     want = SentenceTransformer(str(minilm_dir), device="cpu").encode(SENTENCES, normalize_embeddings=True)
-    assert got.shape == (4, 384)
+    assert got.shape == (5, 384)
     assert np.abs(got - want).max() < 1e-4
 
 

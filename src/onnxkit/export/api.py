@@ -93,9 +93,9 @@ def export(
         else:
             if src.kind == "gguf":
                 raise InvalidRequest(f"a GGUF source only works with --task causal-lm, not {task!r}")
-            fields = export_transformer(src.path, staging, task, opset=opset, atol=atol, pooling=pooling)
-            if max_length is not None:
-                fields["max_length"] = min(int(fields["max_length"]), max_length)
+            fields = export_transformer(
+                src.path, staging, task, opset=opset, atol=atol, pooling=pooling, max_length=max_length
+            )
             card = {"task": task, "source": src.label, "format": "onnx", "opset": opset, **fields}
             card["fused_tokenizer"] = False
             model = staging / "model.onnx"

@@ -54,9 +54,16 @@ def pooling_mode(hf_dir: Path, requested: str | None) -> str:
     return "mean"
 
 
-def max_length_of(tokenizer: Any, config: Any) -> int:
-    declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
+def max_length_of(hf_dir: Path, tokenizer: Any, config: Any) -> int:
     positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+    # sentence-transformers truncates at its own max_seq_length (256 for all-MiniLM-L6-v2, whose
+    # tokenizer says 512); the embeddings it was trained and evaluated with are the ones to match
+    st = hf_dir / "sentence_bert_config.json"
+    if st.is_file():
+        seq = int(json.loads(st.read_text()).get("max_seq_length") or 0)
+        if seq > 0:
+            return min(seq, positions) if positions else seq
+    declared = int(getattr(tokenizer, "model_max_length", 0) or 0)
     if 0 < declared < 1_000_000:  # transformers uses a huge sentinel for "unknown"
         return min(declared, positions) if positions else declared
     return positions or 512
@@ -80,7 +87,7 @@ def load(hf_dir: Path, task: str, pooling: str | None) -> Loaded:
         # the model then uses its all-zero default, exactly what it sees when served without them
         names = tuple(n for n in names if n != "token_type_ids")
     mode = pooling_mode(hf_dir, pooling)
-    card: JSON = {"max_length": max_length_of(tokenizer, config)}
+    card: JSON = {"max_length": max_length_of(hf_dir, tokenizer, config)}
     if task == "pooling":
         card.update(pooling=mode, normalize=True)
     if spec.name in ("text-classification", "zero-shot-classification", "token-classification"):
@@ -116,12 +123,21 @@ def feeds_for_checks(loaded: Loaded) -> list[tuple[str, dict[str, Array]]]:
 
 
 def export_transformer(
-    hf_dir: Path, out_dir: Path, task: str, *, opset: int, atol: float, pooling: str | None = None
+    hf_dir: Path,
+    out_dir: Path,
+    task: str,
+    *,
+    opset: int,
+    atol: float,
+    pooling: str | None = None,
+    max_length: int | None = None,
 ) -> JSON:
     """Write model.onnx + tokenizer files into ``out_dir``; return the card fields it learnt."""
     spec = spec_for(task)
     _say(f"loading {hf_dir} for task {task}")
     loaded = load(hf_dir, task, pooling)
+    if max_length is not None:
+        loaded.card["max_length"] = min(int(loaded.card["max_length"]), max_length)
     example = tokenize(loaded, SAMPLE_TEXTS[:2], int(loaded.card["max_length"]))
     args = tuple(torch.from_numpy(example[n]) for n in loaded.input_names)
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in loaded.input_names}
@@ -139,6 +155,8 @@ def export_transformer(
         for name, d in diffs.items():
             parity[name] = max(parity.get(name, 0.0), d)
     del sess
+    # saved with the card's max_length, so truncation=True in any client cuts where the card says
+    loaded.tokenizer.model_max_length = int(loaded.card["max_length"])
     loaded.tokenizer.save_pretrained(str(out_dir))
     _say("parity: " + ", ".join(f"{k} max |diff| {v:.2e}" for k, v in parity.items()))
     return {**loaded.card, "parity": {"reference": "pytorch", "atol": atol, "max_abs_diff": parity}}
