@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -153,3 +156,23 @@ async def test_requests_cancelled_while_queued_are_skipped(model_files: dict[str
         assert metric(text, "onnxkit_batch_size_sum", model="cancel-test") == 2  # the cancelled one never ran
     finally:
         await model.close()
+
+
+def test_a_client_that_leaves_while_queued_is_never_run(make_repository: RepoFactory) -> None:
+    config = "max_batch_size: 8\ndynamic_batching: {max_queue_delay_ms: 400}\n"
+    repo = make_repository(mlp_leave=[1], configs={"mlp_leave": config})
+    body = json.dumps(v2("x", "FP32", np.ones((1, 4), np.float32))).encode()
+    with Server([], port=0, repositories=(str(repo),)) as s:
+        request = (
+            f"POST /v2/models/mlp_leave/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        with socket.create_connection(("127.0.0.1", s.port)) as leaver:
+            leaver.sendall(request)
+            time.sleep(0.1)  # queued, waiting for companions
+        stayed = httpx.post(s.url + "/v2/models/mlp_leave/infer", content=body)
+        assert stayed.status_code == 200
+        count, total, _ = batches(s.url, "mlp_leave")
+        text = httpx.get(s.url + "/metrics").text
+    assert (count, total) == (1, 1)  # one batch, holding only the request that stayed
+    assert metric(text, "onnxkit_requests_total", model="mlp_leave", outcome="success") == 1

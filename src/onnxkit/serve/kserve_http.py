@@ -8,10 +8,11 @@ does the checking and the running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter
@@ -23,13 +24,14 @@ from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import from_bytes, from_json, to_bytes, to_json_data
 from onnxkit.serve.middleware import Receive, Scope, Send, send_error
 from onnxkit.serve.state import AppState
-from onnxkit.tasks.tensor import metadata, resolve
+from onnxkit.tasks.tensor import TensorModel, metadata, resolve
 from onnxkit.types import JSON, Array
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration"]
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
+T = TypeVar("T")
 log = logging.getLogger("onnxkit.kserve")
 router = APIRouter(tags=["kserve"])
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -95,15 +97,13 @@ async def get_config(request: Request) -> Response:
 async def post_infer(request: Request) -> Response:
     name, version = _name_version(request)
     body = await request.body()
-    content, headers = await infer(_state(request), name, version, body, request.headers.get(HEADER_LENGTH))
+    model = resolve(_state(request).store, name, version)
+    content, headers = await infer(model, name, body, request.headers.get(HEADER_LENGTH))
     return Response(content, headers=headers)
 
 
-async def infer(
-    state: AppState, name: str, version: str | None, body: bytes, header_length: str | None
-) -> tuple[bytes, dict[str, str]]:
+async def infer(model: TensorModel, name: str, body: bytes, header_length: str | None) -> tuple[bytes, dict[str, str]]:
     """One v2 infer request: the response body and its content headers."""
-    model = resolve(state.store, name, version)
     req, binary = split_body(body, header_length)
     inputs, outputs, classes, binary_out = decode_request(req, binary, name)
     result = await model.infer(inputs, outputs, classification=classes)
@@ -113,9 +113,7 @@ async def infer(
 def split_body(body: bytes, header: str | None) -> tuple[JSON, memoryview]:
     if header is not None:
         if not header.isdigit() or int(header) > len(body):
-            raise InvalidRequest(
-                f"Inference-Header-Content-Length is {header!r}; the body has {len(body)} bytes"
-            )
+            raise InvalidRequest(f"Inference-Header-Content-Length is {header!r}; the body has {len(body)} bytes")
         n = int(header)
         json_part, binary = body[:n], memoryview(body)[n:]
     else:
@@ -154,9 +152,7 @@ def decode_request(
                     raise InvalidRequest(
                         f"input {name!r} claims binary_data_size {size}; {len(binary) - offset} bytes remain"
                     )
-                inputs[name] = from_bytes(
-                    name, item["datatype"], item["shape"], binary[offset : offset + size]
-                )
+                inputs[name] = from_bytes(name, item["datatype"], item["shape"], binary[offset : offset + size])
                 offset += size
             elif "data" in item:
                 inputs[name] = from_json(name, item["datatype"], item["shape"], item["data"])
@@ -166,9 +162,7 @@ def decode_request(
             exc.message = f"model {model!r}: {exc.message}"
             raise
     if offset != len(binary):
-        raise InvalidRequest(
-            f"model {model!r}: {len(binary) - offset} bytes of binary data belong to no input"
-        )
+        raise InvalidRequest(f"model {model!r}: {len(binary) - offset} bytes of binary data belong to no input")
     binary_default = bool(_params(req).get("binary_data_output", False))
     flags: dict[str, bool] = {"": binary_default}
     classes: dict[str, int] = {}
@@ -248,18 +242,14 @@ def repository_index(state: AppState, ready_only: bool) -> list[dict[str, str]]:
     for model in state.store.models():
         for v in model.versions.values():
             if not ready_only or v.ready:
-                rows.append(
-                    {"name": model.name, "version": v.version, "state": v.state.value, "reason": v.reason}
-                )
+                rows.append({"name": model.name, "version": v.version, "state": v.state.value, "reason": v.reason})
     return rows
 
 
 def _repository(state: AppState) -> Any:
     repo = state.extras.get("repository")
     if repo is None:
-        raise InvalidRequest(
-            "model control is off: start the server with --repository DIR --model-control explicit"
-        )
+        raise InvalidRequest("model control is off: start the server with --repository DIR --model-control explicit")
     return repo
 
 
@@ -317,7 +307,14 @@ class FastInfer:
             None,
         )
         try:
-            content, headers = await infer(self.state, match[1], match[2], b"".join(chunks), header)
+            model = resolve(self.state.store, match[1], match[2])
+            work = infer(model, match[1], b"".join(chunks), header)
+            if model.config.max_queue_delay_ms > 0:
+                content, headers = await _unless_disconnected(work, receive)
+            else:  # no queue delay: waits are one batch long, not worth a watcher task (~30 us)
+                content, headers = await work
+        except _Disconnected:
+            return
         except OnnxkitError as exc:
             await send_error(scope, send, exc)
             return
@@ -329,3 +326,21 @@ class FastInfer:
         raw.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": content})
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _unless_disconnected(work: Awaitable[T], receive: Receive) -> T:
+    """``work``, cancelled if the client goes away first (so a queued request is skipped, not run)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(receive())  # after the body, the next message is a disconnect
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        raise _Disconnected
+    return task.result()
