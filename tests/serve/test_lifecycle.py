@@ -56,3 +56,14 @@ def test_server_context_manager(tiny_embed_model: Path) -> None:
         url = s.url
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/health")
+
+
+def test_detach_reports_a_model_that_cannot_load(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not an onnx model")
+    port = str(free_port())
+    r = onnxkit("serve", str(bad), "--port", port, "--detach", home=tmp_path)
+    assert r.returncode == 1
+    assert "broken" in r.stderr and "failed to load" in r.stderr, r.stderr
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health")

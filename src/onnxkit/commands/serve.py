@@ -119,6 +119,11 @@ def detach(settings: ServerSettings, argv: list[str]) -> int:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         info = server.probe(settings.host, settings.port)
+        if info and info.get("status") == "unavailable":
+            proc.terminate()
+            proc.wait(timeout=30)
+            reasons = "; ".join(f"{k}: {v}" for k, v in info.get("unavailable", {}).items())
+            raise OnnxkitError(f"the server started but a model failed to load ({reasons}); stopped it")
         if info and info.get("status") == "ok":
             print(f"onnxkit server ready on http://{settings.host}:{settings.port} (pid {proc.pid}); "
                   f"log: {log}; stop it with: onnxkit stop --port {settings.port}")

@@ -115,9 +115,17 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
 
     @app.get("/health", tags=["health"])
     async def health() -> Response:
-        ready = state.started and state.store.ready
-        body = {"status": "ok" if ready else "loading", "server": "onnxkit", "version": __version__,
-                "pid": os.getpid()}
+        # The models named at start-up must be ready; repository models report their own state.
+        named = [state.store.find(m.name) for m in models]
+        ready = state.started and all(m is not None and m.ready for m in named)
+        failed = {
+            m.name: "; ".join(v.reason for v in m.versions.values() if v.reason) or "not ready"
+            for m in named
+            if state.started and m is not None and not m.ready
+        }
+        status = "ok" if ready else ("unavailable" if failed else "loading")
+        body = {"status": status, "server": "onnxkit", "version": __version__, "pid": os.getpid(),
+                **({"unavailable": failed} if failed else {})}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     from onnxkit.serve import openai_http
