@@ -261,3 +261,23 @@ def test_if_and_loop_from_the_exporters(tmp_path: Path) -> None:
         for sign, rows in [(1.0, 2), (-1.0, 5)]:
             x = (np.abs(np.random.default_rng(rows).standard_normal((rows, 4))) * sign).astype(np.float32)
             np.testing.assert_allclose(torch_run(module, (x,)), ort_run(path, (x,)), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize(("exporter", "opset"), [("legacy", 17), ("dynamo", 18)])
+def test_fused_and_plain_modules_agree_in_values_and_gradients(
+    minilm_onnx: Callable[[str, str, int], Path], exporter: str, opset: int
+) -> None:
+    path = minilm_onnx("default", exporter, opset)
+    fused, plain = okt.load(path), okt.load(path, fuse=False)
+    assert len(fused.graph.nodes) < len(plain.graph.nodes) - 40  # 36 Linear layers and 6 GELUs
+    args = text_batch(2, 10)
+    weights = torch.randn(2, 10, 384)
+    outputs = []
+    for module in (fused, plain):
+        out = module(*args)
+        (out * weights).sum().backward()
+        outputs.append(out.detach())
+    np.testing.assert_allclose(outputs[0].numpy(), outputs[1].numpy(), atol=TOL, rtol=0)
+    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-3, msg=name)

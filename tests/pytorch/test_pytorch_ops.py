@@ -355,3 +355,45 @@ def test_model_local_functions_are_inlined(tmp_path: Path) -> None:
     data = x(2, 3)
     with torch.no_grad():
         np.testing.assert_allclose(okt.load(path)(data).numpy(), 2 * np.maximum(data, 0), atol=1e-6)
+
+
+def _gelu_nodes(divisor: str) -> list[onnx.NodeProto]:
+    return [
+        helper.make_node("Div", ["h", divisor], ["t"]),
+        helper.make_node("Erf", ["t"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["u"]),
+        helper.make_node("Mul", ["h", "u"], ["v"]),
+        helper.make_node("Mul", ["v", "half"], ["y"]),
+    ]
+
+
+GELU_CONSTANTS = {
+    "sqrt2": np.array(np.sqrt(2), dtype=np.float32),
+    "two": np.array(2.0, dtype=np.float32),
+    "one": np.array(1.0, dtype=np.float32),
+    "half": np.array(0.5, dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize("divisor", ["sqrt2", "two"])  # only the first is GELU; both must stay right
+def test_linear_and_gelu_fusions_match_onnxruntime(tmp_path: Path, divisor: str) -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["b", "m"], ["h"]),
+        *_gelu_nodes(divisor),
+    ]
+    weights = {"w": x(6, 5), "b": x(5), **GELU_CONSTANTS}
+    check(tmp_path, nodes, {"x": x(2, 3, 6)}, {"y": F32}, opset=17, initializers=weights)
+    fused, plain = okt.load(tmp_path / "op.onnx"), okt.load(tmp_path / "op.onnx", fuse=False)
+    assert len(plain.graph.nodes) == 7
+    assert len(fused.graph.nodes) == (2 if divisor == "sqrt2" else 6)
+
+
+def test_matmul_read_twice_is_not_fused(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y"]),
+        helper.make_node("Relu", ["m"], ["z"]),
+    ]
+    check(tmp_path, nodes, {"x": x(4, 6)}, {"y": F32, "z": F32}, opset=17, initializers={"w": x(6, 5), "b": x(5)})
+    assert len(okt.load(tmp_path / "op.onnx").graph.nodes) == 3

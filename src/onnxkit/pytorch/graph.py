@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,33 +19,13 @@ from onnx import numpy_helper
 from torch import Tensor
 
 from onnxkit.errors import InvalidRequest
+from onnxkit.pytorch.fuse import fuse
+from onnxkit.pytorch.ir import Graph, Node
 from onnxkit.pytorch.ops import DEFAULT_DOMAINS, OpFn, lookup, takes_scope
 
 
 class UnsupportedOp(InvalidRequest):
     pass
-
-
-@dataclass(frozen=True)
-class Node:
-    op: str
-    name: str
-    fn: OpFn
-    scoped: bool  # takes the interpreter scope first (If, Loop, Dropout)
-    inputs: tuple[str, ...]  # "" marks a missing optional input
-    outputs: tuple[str, ...]
-    attrs: dict[str, Any]
-    free: tuple[str, ...] = ()  # values last read by this node, dropped once it ran
-
-
-@dataclass(frozen=True)
-class Graph:
-    name: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    nodes: tuple[Node, ...]
-    constants: dict[str, str]  # value name -> key in the module's constant store
-    outer: frozenset[str] = field(default_factory=frozenset)  # names read from enclosing graphs
 
 
 # Inputs that configure an op rather than carry data: a float initializer read only here (Resize's
@@ -88,6 +69,14 @@ def _params(fn: OpFn) -> frozenset[str]:
     return frozenset(inspect.signature(fn).parameters)
 
 
+def _reads(node: Node) -> set[str]:
+    names = {i for i in node.inputs if i}
+    for value in node.attrs.values():
+        if isinstance(value, Graph):
+            names |= value.outer
+    return names
+
+
 def _node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"#{index} ({node.op_type} -> {', '.join(node.output)})"
 
@@ -95,7 +84,8 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
 class Parser:
     """Parses a model's main graph and subgraphs; collects constants into one store."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, *, fuse: bool = True) -> None:
+        self.fuse = fuse
         self.opsets = {o.domain or "": o.version for o in model.opset_import}
         self.opset = max(self.opsets.get(d, 0) for d in DEFAULT_DOMAINS)
         self.store: dict[str, Tensor] = {}
@@ -121,8 +111,9 @@ class Parser:
             return list(value)
         return value
 
-    def graph(self, g: onnx.GraphProto, *, skip: frozenset[str] = frozenset()) -> Graph:
-        # skip: the main graph's initializers, which become parameters and buffers instead
+    def graph(self, g: onnx.GraphProto, *, weights: Mapping[str, Tensor] | None = None) -> Graph:
+        # weights: the main graph's initializers, which become parameters and buffers (never folded)
+        skip = weights or {}
         known: dict[str, Tensor] = {i.name: to_tensor(i) for i in g.initializer if i.name not in skip}
         defined = set(known) | {i.name for i in g.input} | set(skip)
         raw: list[Node] = []
@@ -150,6 +141,9 @@ class Parser:
             if not self._fold(node, known):
                 raw.append(node)
         outputs = tuple(o.name for o in g.output)
+        if self.fuse:
+            counts = Counter(n for node in raw for n in _reads(node)) + Counter(outputs)
+            raw = fuse(raw, lambda name: known.get(name, skip.get(name)), counts, set(skip) | set(known))
         return self._finish(g, raw, known, defined, outputs)
 
     def _fold(self, node: Node, known: dict[str, Tensor]) -> bool:
@@ -174,25 +168,18 @@ class Parser:
         defined: set[str],
         outputs: tuple[str, ...],
     ) -> Graph:
-        def reads(node: Node) -> set[str]:
-            names = {i for i in node.inputs if i}
-            for value in node.attrs.values():
-                if isinstance(value, Graph):
-                    names |= value.outer
-            return names
-
         last: dict[str, int] = {}
         for i, node in enumerate(raw):
-            for name in reads(node):
+            for name in _reads(node):
                 last[name] = i
         keep_out = set(outputs)
         nodes = []
         for i, node in enumerate(raw):
-            free = tuple(sorted(n for n in reads(node) if last[n] == i and n not in keep_out))
+            free = tuple(sorted(n for n in _reads(node) if last[n] == i and n not in keep_out))
             nodes.append(Node(node.op, node.name, node.fn, node.scoped, node.inputs, node.outputs, node.attrs, free))
         used = set(last) | keep_out
         constants = {name: self._keep(value) for name, value in known.items() if name in used}
-        outer = frozenset(n for node in raw for n in reads(node) if n not in defined)
+        outer = frozenset(n for node in raw for n in _reads(node) if n not in defined)
         return Graph(g.name, tuple(i.name for i in g.input), outputs, tuple(nodes), constants, outer)
 
     def check(self) -> None:

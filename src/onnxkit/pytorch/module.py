@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from onnxkit.errors import InvalidRequest
-from onnxkit.pytorch.graph import Graph, Parser, to_tensor, weight_names
+from onnxkit.pytorch.graph import Parser, to_tensor, weight_names
+from onnxkit.pytorch.ir import Graph
 from onnxkit.pytorch.ops_tensor import DTYPES
 
 
@@ -74,14 +75,15 @@ class OnnxModule(nn.Module):
     """Weights (graph.weight_names) are parameters, other initializers buffers, each named after its
     ONNX initializer; ``initializer_names`` maps attribute name -> ONNX name exactly."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, *, fuse: bool = True) -> None:
         super().__init__()
         if model.functions:  # model-local functions (some exporters emit one per submodule): inline them
             model = onnx.inliner.inline_local_functions(model)
         g = model.graph
         initializers = {i.name: i for i in g.initializer}
-        parser = Parser(model)
-        self.graph = parser.graph(g, skip=frozenset(initializers))
+        values = {name: to_tensor(proto) for name, proto in initializers.items()}
+        parser = Parser(model, fuse=fuse)
+        self.graph = parser.graph(g, weights=values)
         parser.check()
         self.opset = parser.opset
         declared = [i for i in g.input if i.name not in initializers]
@@ -91,8 +93,7 @@ class OnnxModule(nn.Module):
         self.initializer_names: dict[str, str] = {}
         taken = set(dir(self))
         weights = weight_names(g)
-        for onnx_name, proto in initializers.items():
-            value = to_tensor(proto)
+        for onnx_name, value in values.items():
             attr = _attribute_name(onnx_name, taken)
             if onnx_name in weights:
                 self.register_parameter(attr, nn.Parameter(value))
@@ -142,10 +143,13 @@ class OnnxModule(nn.Module):
         return f"inputs={self.input_names}, outputs={self.output_names}, opset={self.opset}, nodes={nodes}"
 
 
-def load(path: str | Path) -> OnnxModule:
-    """Import an ONNX file (external data included) as a trainable torch module."""
+def load(path: str | Path, *, fuse: bool = True) -> OnnxModule:
+    """Import an ONNX file (external data included) as a trainable torch module.
+
+    fuse=False runs every ONNX node as written (no MatMul+Add or GELU fusion; slower, same results).
+    """
     path = Path(path)
     if not path.is_file():
         raise InvalidRequest(f"ONNX model {str(path)!r} does not exist")
     model = onnx.load(str(path), load_external_data=True)
-    return OnnxModule(model)
+    return OnnxModule(model, fuse=fuse)

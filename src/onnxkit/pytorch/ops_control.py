@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from onnxkit.pytorch.graph import Graph
+    from onnxkit.pytorch.ir import Graph
 
 
 class Scope(Protocol):
