@@ -45,8 +45,10 @@ def Loop(
     state = list(carried)
     scans: list[list[Tensor]] = []
     i = 0
+    device = next((t.device for t in (trip_count, cond, *carried) if t is not None), None)
     while keep_going and (limit is None or i < limit):
-        out = scope.run(body, [torch.tensor(i, dtype=torch.int64), torch.tensor(keep_going), *state])
+        step = [torch.tensor(i, dtype=torch.int64, device=device), torch.tensor(keep_going, device=device)]
+        out = scope.run(body, [*step, *state])
         keep_going = bool(out[0].item())
         state = out[1 : 1 + len(state)]
         for k, value in enumerate(out[1 + len(state) :]):
