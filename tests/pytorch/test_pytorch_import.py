@@ -86,7 +86,7 @@ def test_tiny_models_match_onnxruntime(
 def test_transactions_model_takes_new_batch_and_sequence_lengths(
     tiny_onnx: Callable[[str, str, int], tuple[Path, Callable[[], tuple[Tensor, ...]]]],
 ) -> None:
-    from conftest import transaction_args
+    from pytorch_models import transaction_args
 
     path, _ = tiny_onnx("transactions", "legacy", 13)  # seed 001 exported with opset 13
     module = okt.load(path).eval()

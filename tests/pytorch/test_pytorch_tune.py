@@ -35,7 +35,7 @@ def _folder_beside(src: Path, hf: Path, folder: Path, card: dict[str, object]) -
 @pytest.fixture(scope="session")
 def minilm_classifier(minilm_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM with a fresh (random) 3-way classification head: the baseline is chance."""
-    from conftest import TEXT_DYNAMIC, TEXT_INPUTS, export, text_args
+    from pytorch_models import TEXT_DYNAMIC, TEXT_INPUTS, export, text_args
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
