@@ -24,6 +24,7 @@ from pytorch_models import (
     TEXT_INPUTS,
     LastHidden,
     MeanPooled,
+    Recurrent,
     SmallCNN,
     Transactions,
     assets_dir,
@@ -96,7 +97,7 @@ def minilm_onnx(minilm_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Ca
 def tiny_onnx(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[[str, str, int], tuple[Path, Callable[[], tuple[Tensor, ...]]]]:
-    """tiny_onnx(kind, exporter, opset) -> (path, make_inputs); kind: mlp, cnn, transactions, bert."""
+    """tiny_onnx(kind, exporter, opset) -> (path, make_inputs); kind: mlp, cnn, transactions, recurrent, bert."""
     out = tmp_path_factory.mktemp("tiny-onnx")
     made: dict[tuple[str, str, int], tuple[Path, Callable[[], tuple[Tensor, ...]]]] = {}
 
@@ -132,6 +133,11 @@ def tiny_onnx(
             make = lambda: (torch.randn(2, 3, 16, 16),)  # noqa: E731
             dyn = {"image": {0: "batch"}, "logits": {0: "batch"}}
             export(cnn, make(), path, ["image"], ["logits"], dyn, dynamo=dynamo, opset=opset)
+        elif kind == "recurrent":
+            dyn = {n: {0: "batch", 1: "seq"} for n in ["dates", "input_ids", "amounts"]} | {"logits": {0: "batch"}}
+            make = transaction_args
+            names = ["dates", "input_ids", "amounts"]
+            export(Recurrent(), make(), path, names, ["logits"], dyn, dynamo=dynamo, opset=opset)
         elif kind == "transactions":
             dyn = {n: {0: "batch", 1: "seq"} for n in ["dates", "input_ids", "amounts"]} | {"logits": {0: "batch"}}
             make = transaction_args

@@ -145,6 +145,23 @@ def transaction_args(batch: int = 2, seq: int = 7) -> tuple[Tensor, Tensor, Tens
     return torch.randn(batch, seq, 6), torch.randint(0, 500, (batch, seq, 20)), torch.randn(batch, seq)
 
 
+class Recurrent(nn.Module):
+    """Seed 001's inputs through recurrent layers: a 2-layer bidirectional LSTM, then a GRU."""
+
+    def __init__(self, vocab: int = 500, width: int = 16, classes: int = 4) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, width)
+        self.lstm = nn.LSTM(width + 7, width, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(2 * width, width, batch_first=True)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, dates: Tensor, input_ids: Tensor, amounts: Tensor) -> Tensor:
+        h = torch.cat([self.tokens(input_ids).mean(2), dates, amounts.unsqueeze(-1)], dim=-1)
+        h, _ = self.lstm(h)
+        _, last = self.gru(h)
+        return self.head(last[-1])  # type: ignore[no-any-return]
+
+
 class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -66,7 +66,7 @@ def test_minilm_matches_onnxruntime(
         np.testing.assert_allclose(ours, theirs, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn", "transactions", "bert"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "transactions", "recurrent", "bert"])
 @pytest.mark.parametrize(
     ("exporter", "opset"), [("legacy", 14), ("legacy", 15), ("legacy", 16), ("legacy", 18), ("dynamo", 18)]
 )
@@ -187,7 +187,7 @@ def test_runs_where_onnxruntime_is_absent(
     np.testing.assert_allclose(np.array(eval(done.stdout)), expected, atol=TOL)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn", "transactions", "bert"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "transactions", "recurrent", "bert"])
 @pytest.mark.parametrize(("exporter", "opset"), [("legacy", 14), ("dynamo", 18)])
 def test_backward_reaches_every_parameter_of_tiny_models(
     tiny_onnx: Callable[[str, str, int], tuple[Path, Callable[[], tuple[Tensor, ...]]]],

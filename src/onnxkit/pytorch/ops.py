@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from onnxkit.pytorch import ops_control, ops_math, ops_nn, ops_reduce, ops_tensor
+from onnxkit.pytorch import ops_control, ops_math, ops_nn, ops_reduce, ops_rnn, ops_tensor
 
 OpFn = Callable[..., Any]
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -18,7 +18,7 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 
 def _build() -> dict[str, list[tuple[int, OpFn]]]:
     table: dict[str, list[tuple[int, OpFn]]] = {}
-    for module in (ops_math, ops_reduce, ops_tensor, ops_nn, ops_control):
+    for module in (ops_math, ops_reduce, ops_tensor, ops_nn, ops_rnn, ops_control):
         for name, fn in vars(module).items():
             if name[:1].isupper() and inspect.isfunction(fn) and fn.__module__ == module.__name__:
                 op, _, since = name.partition("_")
