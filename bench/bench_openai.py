@@ -58,6 +58,7 @@ def raw_embeddings(texts: list[str], sort: bool) -> float:
     folder = path(EMBED)
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()  # tokenizer.json may pad every text to the maximum; pad per batch instead
     names = {i.name for i in sess.get_inputs()}
 
     def run_all() -> None:
@@ -78,11 +79,12 @@ def raw_embeddings(texts: list[str], sort: bool) -> float:
             sess.run(None, feeds)
 
     run_all()
-    t = time.perf_counter()
-    rounds = 3
-    for _ in range(rounds):
+    best = 0.0
+    for _ in range(5):  # best round, as for the server
+        t = time.perf_counter()
         run_all()
-    return rounds * len(texts) / (time.perf_counter() - t)
+        best = max(best, len(texts) / (time.perf_counter() - t))
+    return best
 
 
 def raw_generator(prompt_ids: list[int]) -> tuple[float, float]:
@@ -168,11 +170,12 @@ async def server_embeddings(url: str, texts: list[str]) -> float:
             r.raise_for_status()
 
         await asyncio.gather(*(one(b) for b in chunks))  # warm-up
-        rounds = 3
-        t = time.perf_counter()
-        for _ in range(rounds):
+        best = 0.0
+        for _ in range(5):  # best round, as for raw onnxruntime
+            t = time.perf_counter()
             await asyncio.gather(*(one(b) for b in chunks))
-        return rounds * len(texts) / (time.perf_counter() - t)
+            best = max(best, len(texts) / (time.perf_counter() - t))
+        return best
 
 
 async def server_stream(c: httpx.AsyncClient, url: str, prompt: str) -> tuple[int, float, float, float]:

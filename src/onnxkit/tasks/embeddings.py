@@ -61,8 +61,8 @@ class Embedder:
         self.batcher: Batcher[list[Ids], FloatArray] = Batcher(
             self._run_batch,
             name=name,
-            # merge up to several chunks so sorting by length has something to sort
-            max_batch_cost=settings.max_batch_size * 8,
+            # merge up to 16 chunks so that sorting by length has something to sort
+            max_batch_cost=settings.max_batch_size * 16,
             max_delay_ms=settings.max_batch_delay_ms,
             max_queue=settings.max_queue,
             cost=len,
