@@ -161,7 +161,8 @@ def start_server(port: int) -> tuple[subprocess.Popen[bytes], float]:
         time.sleep(0.05)
 
 
-async def server_embeddings(url: str, texts: list[str]) -> float:
+async def server_embeddings(url: str, texts: list[str], seconds: float = 8.0) -> float:
+    """16 clients in a closed loop, each sending its 32 sentences again as soon as it has its answer."""
     chunks = [texts[i : i + 32] for i in range(0, len(texts), 32)]
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=32)) as c:
 
@@ -170,12 +171,18 @@ async def server_embeddings(url: str, texts: list[str]) -> float:
             r.raise_for_status()
 
         await asyncio.gather(*(one(b) for b in chunks))  # warm-up
-        best = 0.0
-        for _ in range(5):  # best round, as for raw onnxruntime
-            t = time.perf_counter()
-            await asyncio.gather(*(one(b) for b in chunks))
-            best = max(best, len(texts) / (time.perf_counter() - t))
-        return best
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def client(batch: list[str]) -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await one(batch)
+                done += len(batch)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(client(b) for b in chunks))
+        return done / (time.perf_counter() - t)
 
 
 async def server_stream(c: httpx.AsyncClient, url: str, prompt: str) -> tuple[int, float, float, float]:
@@ -225,7 +232,6 @@ def main() -> None:
                 for p in PROMPTS]
 
     print(f"embeddings: {len(texts)} sentences, mean {np.mean([len(t.split()) for t in texts]):.1f} words")
-    raw_sorted = raw_embeddings(texts, sort=True)
     raw_arrival = raw_embeddings(texts, sort=False)
     raw_rate, raw_ttft = raw_generator(chat_ids[0])
     raw_eng = raw_engine(chat_ids, max_batch=8)
@@ -235,7 +241,11 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         rss = psutil.Process(proc.pid).memory_info().rss
-        served = asyncio.run(server_embeddings(url, texts))
+        # This VM's speed drifts by +-10% between runs: alternate raw and served, keep each one's best.
+        raw_sorted = served = 0.0
+        for _ in range(3):
+            raw_sorted = max(raw_sorted, raw_embeddings(texts, sort=True))
+            served = max(served, asyncio.run(server_embeddings(url, texts, seconds=5.0)))
         rate, ttft, aggregate = asyncio.run(server_chat(url, PROMPTS[0], PROMPTS))
     finally:
         proc.terminate()

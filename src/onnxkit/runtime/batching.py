@@ -44,7 +44,7 @@ class BatchStats:
 class Batcher(Generic[T, R]):
     def __init__(
         self,
-        run_batch: Callable[[list[T]], Sequence[R]],
+        run_batch: Callable[[list[T]], Sequence[R | BaseException]],
         *,
         name: str,
         max_batch_cost: int,
@@ -54,6 +54,7 @@ class Batcher(Generic[T, R]):
         key: Callable[[T], Hashable] = lambda _: None,
         on_batch: Callable[[BatchStats], None] | None = None,
         inline_below_ms: float = 0.0,
+        settle: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self.name = name
@@ -63,6 +64,10 @@ class Batcher(Generic[T, R]):
         self._cost = cost
         self._key = key
         self._on_batch = on_batch
+        # settle: the window closes after max_delay with no new arrival (at most 4x max_delay),
+        # so a burst of requests lands in one batch; otherwise max_delay after the oldest arrival.
+        self._settle = settle
+        self._last_arrival = 0.0
         # Batches that recently took less than this run on the event loop: a worker-thread hop
         # costs ~60 us, more than a tiny model's whole run. 0 keeps every batch in a thread.
         self.inline_below = inline_below_ms / 1000.0
@@ -85,7 +90,9 @@ class Batcher(Generic[T, R]):
                 f"model {self.name!r} has {len(self._queue)} requests queued (the limit); retry later"
             )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, future, max(1, self._cost(item)), self._key(item)))
+        pending = _Pending(item, future, max(1, self._cost(item)), self._key(item))
+        self._queue.append(pending)
+        self._last_arrival = pending.enqueued
         self._wakeup.set()
         return await future
 
@@ -126,8 +133,11 @@ class Batcher(Generic[T, R]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            deadline = self._queue[0].enqueued + self.max_delay
+            first = self._queue[0].enqueued
+            deadline = first + self.max_delay
             while not self._budget_ready():
+                if self._settle:
+                    deadline = min(first + 4 * self.max_delay, self._last_arrival + self.max_delay)
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -158,7 +168,11 @@ class Batcher(Generic[T, R]):
         compute = time.perf_counter() - started
         self._recent_compute = compute if recent is None else 0.8 * recent + 0.2 * compute
         for p, r in zip(batch, results, strict=True):
-            if not p.future.done():
+            if p.future.done():
+                continue
+            if isinstance(r, BaseException):  # one item's own failure (e.g. input too long)
+                p.future.set_exception(r)
+            else:
                 p.future.set_result(r)
         if self._on_batch:
             self._on_batch(

@@ -87,7 +87,6 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     lib = _extensions_library()
     if lib:
         so.register_custom_ops_library(lib)

@@ -7,7 +7,6 @@ little padding is computed (padding, not batch size, is the cost on CPU).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -34,6 +33,16 @@ class Embedded:
     tokens: int
 
 
+@dataclass(frozen=True)
+class _Job:
+    texts: Sequence[str] | None
+    ids: list[Ids] | None
+    truncate: bool
+
+    def __len__(self) -> int:
+        return len(self.texts if self.texts is not None else self.ids or [])
+
+
 class Embedder:
     task = "embeddings"
 
@@ -58,7 +67,9 @@ class Embedder:
         self.pooled = len(out.shape) == 2  # pooling + normalisation inside the graph
         self.normalize = bool(card.get("normalize", True))
         self.chunk = settings.max_batch_size
-        self.batcher: Batcher[list[Ids], FloatArray] = Batcher(
+        # Tokenization runs in the batch thread too, once per merged batch: overlapping it with
+        # onnxruntime's intra-op threads on a small machine stalls them.
+        self.batcher: Batcher[_Job, Embedded] = Batcher(
             self._run_batch,
             name=name,
             # merge up to 16 chunks so that sorting by length has something to sort
@@ -66,6 +77,7 @@ class Embedder:
             max_delay_ms=settings.max_batch_delay_ms,
             max_queue=settings.max_queue,
             cost=len,
+            settle=True,
             on_batch=metrics.METRICS.batch_hook(name, version),
         )
         dim = out.shape[-1]
@@ -77,22 +89,7 @@ class Embedder:
     async def close(self) -> None:
         await self.batcher.close()
 
-    def encode(self, texts: Sequence[str], truncate: bool) -> list[Ids]:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = [e.ids for e in encodings]
-        for i, seq in enumerate(ids):
-            if len(seq) > self.max_length:
-                if not truncate:
-                    raise InvalidRequest(
-                        f"input[{i}] has {len(seq)} tokens; model {self.name!r} allows at most "
-                        f"{self.max_length}. Shorten it or send \"truncate\": true",
-                        param="input",
-                        code="context_length_exceeded",
-                    )
-                ids[i] = seq[: self.max_length - 1] + seq[-1:]  # keep the closing [SEP]
-        return ids
-
-    def check_ids(self, ids: list[Ids], truncate: bool) -> list[Ids]:
+    def _fit(self, ids: list[Ids], truncate: bool, texts: bool) -> list[Ids]:
         out = []
         for i, seq in enumerate(ids):
             if not seq:
@@ -105,41 +102,45 @@ class Embedder:
                         param="input",
                         code="context_length_exceeded",
                     )
-                seq = seq[: self.max_length]
+                # keep the closing [SEP] of tokenized text
+                seq = seq[: self.max_length - 1] + seq[-1:] if texts else seq[: self.max_length]
             out.append(seq)
         return out
 
     async def embed(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> Embedded:
         started, ok = time.perf_counter(), False
         try:
-            if texts is not None:
-                seqs = await asyncio.to_thread(self.encode, texts, truncate)
-            else:
-                seqs = self.check_ids(ids or [], truncate)
-            vectors = await self.batcher.submit(seqs)
+            result = await self.batcher.submit(_Job(texts, ids, truncate))
             ok = True
         finally:
             metrics.record_request(self.name, self.version, ok, time.perf_counter() - started)
-        return Embedded(vectors, sum(len(s) for s in seqs))
+        return result
 
-    def _run_batch(self, requests: list[list[Ids]]) -> list[FloatArray]:
-        flat = [seq for req in requests for seq in req]
+    def _run_batch(self, jobs: list[_Job]) -> list[Embedded | BaseException]:
+        texts = [t for job in jobs if job.texts is not None for t in job.texts]
+        encoded = iter(e.ids for e in self.tokenizer.encode_batch(texts)) if texts else iter(())
+        fitted: list[list[Ids] | BaseException] = []
+        for job in jobs:
+            raw = [next(encoded) for _ in job.texts] if job.texts is not None else job.ids or []
+            try:
+                fitted.append(self._fit(raw, job.truncate, job.texts is not None))
+            except InvalidRequest as exc:
+                fitted.append(exc)
+        flat = [seq for f in fitted if not isinstance(f, BaseException) for seq in f]
         order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
-        result = np.empty((len(flat), self.dimensions or 0), dtype=np.float32) if self.dimensions else None
-        pieces: dict[int, FloatArray] = {}
+        vectors: dict[int, FloatArray] = {}
         for start in range(0, len(order), self.chunk):
             idx = order[start : start + self.chunk]
-            vecs = self._run_chunk([flat[i] for i in idx])
-            if result is not None:
-                result[idx] = vecs
-            else:
-                pieces.update({i: v for i, v in zip(idx, vecs, strict=True)})
-        if result is None:
-            result = np.stack([pieces[i] for i in range(len(flat))])
-        out, at = [], 0
-        for req in requests:
-            out.append(result[at : at + len(req)])
-            at += len(req)
+            vectors.update(zip(idx, self._run_chunk([flat[i] for i in idx]), strict=True))
+        out: list[Embedded | BaseException] = []
+        at = 0
+        for f in fitted:
+            if isinstance(f, BaseException):
+                out.append(f)
+                continue
+            rows = np.stack([vectors[i] for i in range(at, at + len(f))])
+            out.append(Embedded(rows, sum(len(s) for s in f)))
+            at += len(f)
         return out
 
     def _run_chunk(self, seqs: list[Ids]) -> FloatArray:
