@@ -37,7 +37,7 @@ proto-check: $(STAMP)
 	@if [ -f scripts/gen_proto.py ]; then $(BIN)/python scripts/gen_proto.py --check; fi
 
 bench: models
-	$(BIN)/python bench/run_all.py
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
