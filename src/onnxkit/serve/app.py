@@ -135,6 +135,7 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
     for module in ("kserve_http", "tfserving_http", "metrics"):
         _include_optional(app, module)
     app.include_router(openai_http.router)
+    _include_optional(app, "tasks_http")  # /v1/classify, /v1/qa (docs/tasks.md)
     return app
 
 

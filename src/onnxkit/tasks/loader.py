@@ -67,6 +67,10 @@ def load(
         from onnxkit.tasks.embeddings import Embedder
 
         return Embedder(name, path, settings, version)
+    if kind in ("text-classification", "zero-shot-classification", "question-answering"):
+        from onnxkit.tasks.classify import load_task
+
+        return load_task(kind, name, path, settings, meta or {}, version)
     from onnxkit.tasks.tensor import TensorModel
 
     return TensorModel(name, path, settings, meta or {})

@@ -1,0 +1,75 @@
+"""Extractive question answering over a ``question-answering`` export.
+
+Each (question, context) pair is tokenized as one sequence pair; when it is longer than the card's
+``max_length`` the context is truncated (``only_second``, no document stride: an answer beyond the
+cut is not found). The answer is the span (start <= end, at most ``MAX_ANSWER_TOKENS`` tokens)
+inside the context tokens with the highest ``softmax(start)[s] * softmax(end)[e]``, the softmaxes
+taken over the context tokens only. ``start``/``end`` are character offsets into the context, from
+the tokenizer's offsets, so ``context[start:end]`` is the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding
+
+from onnxkit.errors import InvalidRequest
+from onnxkit.tasks.classify import QA_TASK, TokenModel, softmax
+from onnxkit.types import Array
+
+MAX_ANSWER_TOKENS = 30
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str
+    score: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Answers:
+    answers: list[Answer]
+    tokens: int
+
+
+class QuestionAnswerer(TokenModel):
+    task = QA_TASK
+    truncation = "only_second"
+
+    async def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> Answers:
+        for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
+            if not q.strip():
+                raise InvalidRequest(f"question[{i}] is empty", param="question")
+            if not c.strip():
+                raise InvalidRequest(f"context[{i}] is empty", param="context")
+        ran = await self.run_pairs([(q, c) for q, c in zip(questions, contexts, strict=True)])
+        out = []
+        for i, (enc, row, context) in enumerate(zip(ran.encodings, ran.rows, contexts, strict=True)):
+            out.append(self._best(i, enc, row["start_logits"], row["end_logits"], context))
+        return Answers(out, ran.tokens)
+
+    def _best(self, i: int, enc: Encoding, start_logits: Array, end_logits: Array, context: str) -> Answer:
+        offsets = enc.offsets
+        positions = [
+            t for t, seq in enumerate(enc.sequence_ids) if seq == 1 and offsets[t][1] > offsets[t][0]
+        ]
+        if not positions:
+            raise InvalidRequest(
+                f"question[{i}] leaves no room for the context within {self.max_length} tokens; shorten it",
+                param="question",
+            )
+        idx = np.asarray(positions)
+        ps = softmax(np.asarray(start_logits, dtype=np.float32).reshape(-1)[idx])
+        pe = softmax(np.asarray(end_logits, dtype=np.float32).reshape(-1)[idx])
+        scores = np.outer(ps, pe)
+        # a span runs forward (s <= e) and covers at most MAX_ANSWER_TOKENS tokens; positions are
+        # consecutive context tokens, so the band is in token units
+        scores = np.tril(np.triu(scores), MAX_ANSWER_TOKENS - 1)
+        s, e = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        start, end = offsets[positions[int(s)]][0], offsets[positions[int(e)]][1]
+        return Answer(context[start:end], float(scores[s, e]), int(start), int(end))

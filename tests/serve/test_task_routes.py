@@ -1,0 +1,188 @@
+"""/v1/classify and /v1/qa on tiny random BERT exports (text-classification, zero-shot, QA)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer
+
+from onnxkit.serve.app import ModelSpec
+from onnxkit.serve.server import Server
+
+WORDS = [
+    "the", "capital", "of", "france", "is", "paris", "a", "quick", "brown", "fox", "jumps", "over", "lazy",
+    "dog", "what", "where", "who", "this", "example", "about", "sports", "politics", "weather", "today",
+    "sunny", "with", "light", "breeze",
+]  # fmt: skip
+SENTIMENT = {0: "negative", 1: "neutral", 2: "positive"}
+NLI = {0: "contradiction", 1: "neutral", 2: "entailment"}
+
+
+def _hf_folder(root: Path, head: str, id2label: dict[int, str] | None) -> Path:
+    import torch
+    import transformers
+    from tokenizers import models, normalizers, pre_tokenizers, processors
+
+    hf = root / "hf"
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    transformers.PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=64,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    ).save_pretrained(hf)
+    torch.manual_seed(0)
+    labels: dict[str, Any] = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, **labels,
+    )
+    getattr(transformers, head)(config).save_pretrained(hf)
+    return hf
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from onnxkit.export import export
+
+    out = {}
+    for name, task, head, labels in (
+        ("tiny-cls", "text-classification", "BertForSequenceClassification", SENTIMENT),
+        ("tiny-nli", "zero-shot-classification", "BertForSequenceClassification", NLI),
+        ("tiny-qa", "question-answering", "BertForQuestionAnswering", None),
+    ):
+        root = tmp_path_factory.mktemp(name)
+        out[name] = export(_hf_folder(root, head, labels), task, root / "out")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(exports: dict[str, Path]) -> Iterator[Server]:
+    with Server([ModelSpec(n, p) for n, p in exports.items()], port=0) as s:
+        yield s
+
+
+def _post(server: Server, path: str, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(server.url + path, json=body, timeout=30)
+
+
+def _direct_logits(folder: Path, text: str, pair: str | None = None) -> np.ndarray:
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    enc = tok.encode(text, pair) if pair is not None else tok.encode(text)
+    feeds = {
+        "input_ids": np.array([enc.ids], dtype=np.int64),
+        "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+        "token_type_ids": np.array([enc.type_ids], dtype=np.int64),
+    }
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    logits = sess.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0]
+    row: np.ndarray = np.asarray(logits[0], dtype=np.float64)
+    return row
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    out: np.ndarray = e / e.sum()
+    return out
+
+
+def test_classify_matches_onnxruntime(server: Server, exports: dict[str, Path]) -> None:
+    texts = ["the capital of france is paris", "a quick brown fox jumps over the lazy dog"]
+    r = _post(server, "/v1/classify", {"model": "tiny-cls", "input": texts})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and body["model"] == "tiny-cls" and body["usage"]["prompt_tokens"] > 2
+    for i, (text, item) in enumerate(zip(texts, body["data"], strict=True)):
+        assert item["index"] == i
+        scores = {x["label"]: x["score"] for x in item["labels"]}
+        assert set(scores) == set(SENTIMENT.values())
+        assert [x["score"] for x in item["labels"]] == sorted(scores.values(), reverse=True)
+        assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+        expected = _softmax(_direct_logits(exports["tiny-cls"], text))
+        for idx, label in SENTIMENT.items():
+            assert scores[label] == pytest.approx(expected[idx], abs=1e-5)
+    top = _post(server, "/v1/classify", {"input": texts[0], "top_k": 1}).json()  # default model
+    assert [x["label"] for x in top["data"][0]["labels"]] == [body["data"][0]["labels"][0]["label"]]
+
+
+def test_zero_shot(server: Server, exports: dict[str, Path]) -> None:
+    labels = ["sports", "politics", "weather"]
+    text = "the weather today is sunny"
+    r = _post(server, "/v1/classify", {"model": "tiny-nli", "input": text, "candidate_labels": labels})
+    assert r.status_code == 200, r.text
+    got = {x["label"]: x["score"] for x in r.json()["data"][0]["labels"]}
+    assert set(got) == set(labels) and sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+    entail = np.array([_direct_logits(exports["tiny-nli"], text, f"This example is {lb}.")[2] for lb in labels])
+    np.testing.assert_allclose([got[lb] for lb in labels], _softmax(entail), atol=1e-5)
+
+    multi = _post(server, "/v1/classify", {"model": "tiny-nli", "input": [text], "candidate_labels": labels,
+                                           "multi_label": True, "hypothesis_template": "It is about {}."})
+    for x in multi.json()["data"][0]["labels"]:
+        logits = _direct_logits(exports["tiny-nli"], text, f"It is about {x['label']}.")
+        assert x["score"] == pytest.approx(_softmax(logits[[0, 2]])[1], abs=1e-5)
+
+    missing = _post(server, "/v1/classify", {"model": "tiny-nli", "input": text})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "candidate_labels"
+    assert "candidate_labels" in missing.json()["error"]["message"]
+    fixed = _post(server, "/v1/classify", {"model": "tiny-cls", "input": text, "candidate_labels": labels})
+    assert fixed.status_code == 400 and "candidate_labels" in fixed.json()["error"]["message"]
+
+
+def test_qa_answer_is_a_span_of_the_context(server: Server) -> None:
+    context = "The capital of France is Paris. A quick brown fox jumps over the lazy dog."
+    r = _post(server, "/v1/qa", {"model": "tiny-qa", "question": "What is the capital of France?", "context": context})
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["data"]
+    assert 0 <= item["start"] < item["end"] <= len(context)
+    assert item["answer"] == context[item["start"] : item["end"]] and item["answer"]
+    assert 0.0 < item["score"] <= 1.0
+    many = _post(server, "/v1/qa", {"question": ["who is this", "where is paris"], "context": [context, "paris"]})
+    assert many.status_code == 200, many.text
+    answers = many.json()["data"]
+    assert [a["index"] for a in answers] == [0, 1]
+    assert answers[1]["answer"] == "paris"
+    uneven = _post(server, "/v1/qa", {"question": ["a", "b"], "context": [context]})
+    assert uneven.status_code == 400
+
+
+def test_wrong_task_and_unknown_model(server: Server) -> None:
+    r = _post(server, "/v1/qa", {"model": "tiny-cls", "question": "who", "context": "paris"})
+    assert r.status_code == 400 and "text-classification" in r.json()["error"]["message"]
+    r = _post(server, "/v1/classify", {"model": "tiny-qa", "input": "paris"})
+    assert r.status_code == 400 and "question-answering" in r.json()["error"]["message"]
+    r = _post(server, "/v1/classify", {"model": "nope", "input": "paris"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    listed = {m["id"]: m["task"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
+    assert listed == {"tiny-cls": "text-classification", "tiny-nli": "zero-shot-classification",
+                      "tiny-qa": "question-answering"}
+
+
+def test_kserve_still_serves_the_graph(server: Server, exports: dict[str, Path]) -> None:
+    tok = Tokenizer.from_file(str(exports["tiny-cls"] / "tokenizer.json"))
+    enc = tok.encode("the capital of france is paris")
+    n = len(enc.ids)
+    inputs = [
+        {"name": name, "shape": [1, n], "datatype": "INT64", "data": values}
+        for name, values in (("input_ids", enc.ids), ("attention_mask", [1] * n), ("token_type_ids", [0] * n))
+    ]
+    r = httpx.post(server.url + "/v2/models/tiny-cls/infer", json={"inputs": inputs}, timeout=30)
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    np.testing.assert_allclose(out["data"], _direct_logits(exports["tiny-cls"], "the capital of france is paris"),
+                               atol=1e-5)
