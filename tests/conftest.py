@@ -64,7 +64,7 @@ def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=16384,
         bos_token_id=tok.token_to_id("<|im_start|>"),
         eos_token_id=tok.token_to_id("<|im_end|>"),
         pad_token_id=tok.token_to_id("<|endoftext|>"),
@@ -72,7 +72,7 @@ def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(hf)
-    out = build_genai(hf, root / "tiny-chat", precision="fp32", max_length=2048)
+    out = build_genai(hf, root / "tiny-chat", precision="fp32", max_length=16384)
     return out
 
 

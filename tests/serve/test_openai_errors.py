@@ -141,7 +141,8 @@ def test_disconnect_cancels_generation(server: Server) -> None:
 
     for stream in (True, False):
         before = generated_tokens(server)
-        body = {"model": "tiny-chat", "messages": MSG, "max_tokens": 2000, "temperature": 0, "stream": stream}
+        # ~2 s of decoding even for this fast model, so a disconnect must arrive well before the end
+        body = {"model": "tiny-chat", "messages": MSG, "max_tokens": 16000, "temperature": 0, "stream": stream}
         if stream:
             with httpx.stream("POST", url, json=body, timeout=60) as r:
                 for i, _ in enumerate(r.iter_lines()):
@@ -151,7 +152,7 @@ def test_disconnect_cancels_generation(server: Server) -> None:
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(url, json=body, timeout=0.3)
         after = wait_for_change(server, before)
-        assert 0 < after - before < 2000, (stream, after - before)
+        assert 0 < after - before < 16000, (stream, after - before)
 
 
 def test_health_and_docs(server: Server) -> None:
