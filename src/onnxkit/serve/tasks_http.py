@@ -63,8 +63,12 @@ def _texts(value: str | list[str], param: str) -> list[str]:
 @router.post("/v1/classify")
 async def classify(body: ClassifyRequest, request: Request) -> Response:
     zero_shot = body.candidate_labels is not None
-    task = "zero-shot-classification" if zero_shot else "text-classification"
-    name, model = _pick(_state(request).store, body.model, task, Classifier)
+    store = _state(request).store
+    wanted, other = ("zero-shot-classification", "text-classification")[:: 1 if zero_shot else -1]
+    # No model named: a model of the wanted kind, else the other kind (whose error then says why).
+    served = {m.task for m in store.models()}
+    task = other if wanted not in served and other in served else wanted
+    name, model = _pick(store, body.model, task, Classifier)
     texts = _texts(body.input, "input")
     if model.zero_shot:
         labels = body.candidate_labels
