@@ -58,6 +58,22 @@ def test_minilm_fused_matches_tokenizer_plus_model_on_100_sentences(
     (batched,) = _plain(minilm_export, SENTENCES[:1])
     np.testing.assert_allclose(single, batched, atol=1e-5)
 
+    # Served: KServe v2 takes the strings as BYTES, through Triton's own client.
+    import tritonclient.http as httpclient
+
+    from onnxkit.serve.app import ModelSpec
+    from onnxkit.serve.server import Server
+
+    with Server([ModelSpec("minilm-fused", fused)], port=0) as server:
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        meta = client.get_model_metadata("minilm-fused")
+        assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        text = httpclient.InferInput("text", [4], "BYTES")
+        text.set_data_from_numpy(np.array(SENTENCES[:4], dtype=object))
+        served = client.infer("minilm-fused", [text]).as_numpy(meta["outputs"][0]["name"])
+    (direct,) = _fused(fused, SENTENCES[:4])
+    np.testing.assert_allclose(served, direct, atol=1e-6)
+
 
 def test_per_token_task_fuses_with_padding(tiny_bert_dir: Path, tmp_path: Path) -> None:
     plain = export(tiny_bert_dir, "default", tmp_path / "plain")

@@ -33,7 +33,10 @@ def model_kind(path: Path) -> str:
         return "tensor"
     if (path / "genai_config.json").is_file():
         return "chat"
-    task = str(read_card(path).get("task", ""))
+    card = read_card(path)
+    task = str(card.get("task", ""))
+    if card.get("fused_tokenizer"):
+        return "tensor"  # it takes strings: served over KServe v2 / TF-Serving as BYTES
     if task in EMBEDDING_TASKS:
         return "embeddings"
     if task:
