@@ -68,6 +68,7 @@ class Batcher(Generic[T, R]):
         # so a burst of requests lands in one batch; otherwise max_delay after the oldest arrival.
         self._settle = settle
         self._last_arrival = 0.0
+        self._free_since = 0.0
         # Batches that recently took less than this run on the event loop: a worker-thread hop
         # costs ~60 us, more than a tiny model's whole run. 0 keeps every batch in a thread.
         self.inline_below = inline_below_ms / 1000.0
@@ -133,7 +134,9 @@ class Batcher(Generic[T, R]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            first = self._queue[0].enqueued
+            # settle: a window opens when the batcher is free, not when the oldest request came,
+            # so requests answered by the last batch can send again and join this one.
+            first = max(self._queue[0].enqueued, self._free_since) if self._settle else self._queue[0].enqueued
             deadline = first + self.max_delay
             while not self._budget_ready():
                 if self._settle:
@@ -150,6 +153,7 @@ class Batcher(Generic[T, R]):
             if not batch:
                 continue
             await self._run(batch)
+            self._free_since = time.perf_counter()
 
     async def _run(self, batch: list[_Pending[T, R]]) -> None:
         started = time.perf_counter()
