@@ -65,3 +65,23 @@ def test_bad_inputs_are_400(client: openai.OpenAI) -> None:
             client.embeddings.create(model="tiny-embed", input=bad)  # type: ignore[arg-type]
     with pytest.raises(openai.BadRequestError, match="dimensions"):
         client.embeddings.create(model="tiny-embed", input="x", dimensions=8)
+
+
+def test_embedding_export_is_also_served_over_kserve(server: Server) -> None:
+    """The same export answers KServe v2 with its raw graph (token ids in, pooled vectors out)."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    meta = client.get_model_metadata("tiny-embed")
+    assert {i["name"] for i in meta["inputs"]} >= {"input_ids", "attention_mask"}
+    ids = np.array([[2, 10, 11, 3]], dtype=np.int64)
+    inputs = []
+    for spec in meta["inputs"]:
+        x = httpclient.InferInput(spec["name"], list(ids.shape), "INT64")
+        x.set_data_from_numpy(ids if spec["name"] == "input_ids" else
+                              (np.ones_like(ids) if spec["name"] == "attention_mask" else np.zeros_like(ids)))
+        inputs.append(x)
+    served = client.infer("tiny-embed", inputs).as_numpy(meta["outputs"][0]["name"])
+    openai_vec = openai.OpenAI(base_url=server.url + "/v1", api_key="x").embeddings.create(
+        model="tiny-embed", input=[2, 10, 11, 3]).data[0].embedding
+    np.testing.assert_allclose(served[0], openai_vec, atol=1e-5)

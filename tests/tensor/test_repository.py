@@ -219,9 +219,13 @@ def test_text_models_with_a_card_are_on_the_openai_routes_too(tiny_embed_model: 
         assert r.status_code == 200, r.text
         assert len(r.json()["data"]) == 1
         assert httpx.get(s.url + "/v2/models/embedder/ready").status_code == 200
-        assert httpx.get(s.url + "/v2/models/embedder").json()["platform"] == "onnxkit_embeddings"
-        kserve = httpx.post(s.url + "/v2/models/embedder/infer", json={"inputs": []})
-        assert kserve.status_code == 400 and "/v1/embeddings" in kserve.json()["error"]
+        # ...and its graph over KServe v2, like every exported task
+        meta = httpx.get(s.url + "/v2/models/embedder").json()
+        assert meta["platform"] == "onnxruntime_onnx"
+        assert {i["name"] for i in meta["inputs"]} >= {"input_ids", "attention_mask"}
+        mask_only = {"inputs": [{"name": "attention_mask", "shape": [1, 2], "datatype": "INT64", "data": [1, 1]}]}
+        kserve = httpx.post(s.url + "/v2/models/embedder/infer", json=mask_only)
+        assert kserve.status_code == 400 and "input_ids" in kserve.json()["error"]
 
 
 def test_external_data_beside_the_model_is_used(tmp_path: Path, model_files: dict[str, Path]) -> None:

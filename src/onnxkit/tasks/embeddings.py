@@ -19,9 +19,9 @@ from tokenizers import Tokenizer
 from onnxkit.errors import InvalidRequest, SupplyError
 from onnxkit.runtime import metrics
 from onnxkit.runtime.batching import Batcher
-from onnxkit.runtime.ort import OrtSession
 from onnxkit.settings import ServerSettings
-from onnxkit.tasks.loader import onnx_file, read_card
+from onnxkit.tasks.loader import read_card
+from onnxkit.tasks.tensor import TensorModel
 from onnxkit.types import FloatArray
 
 Ids = list[int]
@@ -43,15 +43,14 @@ class _Job:
         return len(self.texts if self.texts is not None else self.ids or [])
 
 
-class Embedder:
-    task = "embeddings"
+class Embedder(TensorModel):
+    """A ``TensorModel`` (KServe v2 / TF-Serving serve its graph) that also embeds texts."""
 
     def __init__(self, name: str, path: Path, settings: ServerSettings, version: str = "1") -> None:
-        self.name = name
-        self.version = version
+        super().__init__(name, path, settings, {"version": version})
+        self.task = "embeddings"
         self.path = path
         card = read_card(path)
-        self.session = OrtSession(onnx_file(path), threads=settings.threads)
         tok_file = path / "tokenizer.json"
         if not tok_file.is_file():
             raise SupplyError(f"embedding model {name!r} has no tokenizer.json in {path}")
@@ -70,7 +69,7 @@ class Embedder:
         # Tokenization runs in the batch thread too, once per merged batch: overlapping it with
         # onnxruntime's intra-op threads on a small machine stalls them.
         self.batcher: Batcher[_Job, Embedded] = Batcher(
-            self._run_batch,
+            self._embed_batch,
             name=name,
             # merge up to 16 chunks so that sorting by length has something to sort
             max_batch_cost=settings.max_batch_size * 16,
@@ -84,10 +83,12 @@ class Embedder:
         self.dimensions = dim if isinstance(dim, int) else None
 
     async def start(self) -> None:
+        await super().start()
         self.batcher.start()
 
     async def close(self) -> None:
         await self.batcher.close()
+        await super().close()
 
     def _fit(self, ids: list[Ids], truncate: bool, texts: bool) -> list[Ids]:
         out = []
@@ -116,7 +117,7 @@ class Embedder:
             metrics.record_request(self.name, self.version, ok, time.perf_counter() - started)
         return result
 
-    def _run_batch(self, jobs: list[_Job]) -> list[Embedded | BaseException]:
+    def _embed_batch(self, jobs: list[_Job]) -> list[Embedded | BaseException]:
         texts = [t for job in jobs if job.texts is not None for t in job.texts]
         encoded = iter(e.ids for e in self.tokenizer.encode_batch(texts)) if texts else iter(())
         fitted: list[list[Ids] | BaseException] = []
