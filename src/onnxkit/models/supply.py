@@ -25,18 +25,11 @@ from onnxkit.models.fetch import (
     is_archive,
     url_filename,
 )
+from onnxkit.models.folder import CARD, model_kind
 
 Kind = Literal["catalog", "url", "hub", "name"]
-CARD = "onnxkit.json"  # the exporter's model card
 GENAI_CONFIG = "genai_config.json"
 # The exporter's task names (in a model card) → what the server does with the model.
-SERVE_TASKS = {
-    "pooling": "embeddings",
-    "causal-lm": "chat",
-    "text-classification": "classify",
-    "zero-shot-classification": "classify",
-}
-KNOWN_TASKS = ("chat", "embeddings", "classify", "tensor")
 HUB_TIMEOUT_S = 5.0
 
 
@@ -183,27 +176,22 @@ def _commit(root: Path, target: str, cache: Cache, *, source: str, extra: dict[s
 
 
 def detect(folder: Path) -> tuple[str, str, str | None]:
-    """(task, format, the card's own task) for a model folder.
-
-    The model card wins; without one a genai_config.json means a chat model, else a plain tensor model.
-    """
+    """(served task, format, the card's own task) for a model folder, by the server's own rule."""
     fmt = "genai" if (folder / GENAI_CONFIG).is_file() else "onnx"
-    task = "chat" if fmt == "genai" else "tensor"
     card_path = folder / CARD
-    if not card_path.is_file():
-        return task, fmt, None
-    try:
-        card = json.loads(card_path.read_text())
-    except ValueError as exc:
-        raise SupplyError(
-            f"model card {card_path} is not valid JSON ({exc}); expected an object with 'task'"
-        ) from exc
-    card_task = card.get("task") if isinstance(card, dict) else None
-    if not isinstance(card_task, str) or not card_task:
-        return task, fmt, None
-    if card_task in KNOWN_TASKS:
-        return card_task, fmt, card_task
-    return SERVE_TASKS.get(card_task, "tensor"), fmt, card_task
+    card_task = None
+    if card_path.is_file():
+        try:
+            card = json.loads(card_path.read_text())
+        except ValueError as exc:
+            raise SupplyError(
+                f"model card {card_path} is not valid JSON ({exc}); expected an object with 'task'"
+            ) from exc
+        found = card.get("task") if isinstance(card, dict) else None
+        card_task = found if isinstance(found, str) and found else None
+    if card_task is None and fmt == "onnx" and not (folder / "model.onnx").is_file():
+        return "tensor", fmt, None  # an archive's lone .onnx under another name
+    return model_kind(folder), fmt, card_task
 
 
 def _pull_hub(spec: str, target: str, cache: Cache) -> None:

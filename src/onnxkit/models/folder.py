@@ -1,0 +1,57 @@
+"""What a model folder is: the one rule that both the cache (``onnxkit models``) and the server use.
+
+- ``genai_config.json``             → chat (onnxruntime-genai)
+- ``onnxkit.json`` card             → its task (pooling → embeddings, classification, QA…); a fused
+  tokenizer makes it a tensor model (it takes strings, over KServe v2 / TF-Serving)
+- ``model.onnx`` / a ``.onnx`` file → tensor (KServe / TF-Serving only)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from onnxkit.errors import SupplyError
+
+CARD = "onnxkit.json"
+EMBEDDING_TASKS = {"pooling", "embeddings"}
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    path = folder / CARD
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def model_kind(path: Path) -> str:
+    """The task a folder or file will be served as."""
+    if path.is_file():
+        return "tensor"
+    if (path / "genai_config.json").is_file():
+        return "chat"
+    card = read_card(path)
+    task = str(card.get("task", ""))
+    if card.get("fused_tokenizer"):
+        return "tensor"  # it takes strings: served over KServe v2 / TF-Serving as BYTES
+    if task in EMBEDDING_TASKS:
+        return "embeddings"
+    if task:
+        return task
+    if (path / "model.onnx").is_file():
+        return "tensor"
+    raise SupplyError(f"{path} is not a model folder: expected genai_config.json, onnxkit.json or model.onnx")
+
+
+def onnx_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    candidate = path / "model.onnx"
+    if candidate.is_file():
+        return candidate
+    found = sorted(path.glob("*.onnx"))
+    if len(found) == 1:
+        return found[0]
+    raise SupplyError(f"{path} holds {len(found)} .onnx files; expected model.onnx")
