@@ -27,6 +27,7 @@ from onnxkit.runtime.batching import Batcher
 from onnxkit.settings import ServerSettings
 from onnxkit.tasks.loader import read_card
 from onnxkit.tasks.tensor import TensorModel
+from onnxkit.tasks.text_batch import pad, run_sorted
 from onnxkit.types import Array, FloatArray
 
 CLASSIFY_TASKS = ("text-classification", "zero-shot-classification")
@@ -133,32 +134,12 @@ class TokenModel(TensorModel):
                 encoded.append(self._encode(job))
             except InvalidRequest as exc:
                 encoded.append(exc)
-        flat = [e for job in encoded if not isinstance(job, BaseException) for e in job]
-        order = sorted(range(len(flat)), key=lambda i: len(flat[i].ids))
-        rows: dict[int, dict[str, Array]] = {}
-        for start in range(0, len(order), self.chunk):
-            idx = order[start : start + self.chunk]
-            rows.update(zip(idx, self._run_text_chunk([flat[i] for i in idx]), strict=True))
-        out: list[Ran | BaseException] = []
-        at = 0
-        for encs in encoded:
-            if isinstance(encs, BaseException):
-                out.append(encs)
-                continue
-            out.append(Ran(encs, [rows[i] for i in range(at, at + len(encs))]))
-            at += len(encs)
-        return out
+        return run_sorted(
+            encoded, length=lambda e: len(e.ids), chunk=self.chunk, run_chunk=self._run_text_chunk, build=Ran
+        )
 
     def _run_text_chunk(self, encs: list[Encoding]) -> list[dict[str, Array]]:
-        width = max(len(e.ids) for e in encs)
-        ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encs), width), dtype=np.int64)
-        types = np.zeros((len(encs), width), dtype=np.int64)
-        for row, e in enumerate(encs):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
-            types[row, : len(e.ids)] = e.type_ids
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feeds = pad([e.ids for e in encs], self.pad_id, [e.type_ids for e in encs])
         result = self.session.run({k: v for k, v in feeds.items() if k in self.graph_inputs}, self.graph_outputs)
         out: list[dict[str, Array]] = []
         for row, e in enumerate(encs):

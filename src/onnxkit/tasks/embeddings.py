@@ -22,6 +22,7 @@ from onnxkit.runtime.batching import Batcher
 from onnxkit.settings import ServerSettings
 from onnxkit.tasks.loader import read_card
 from onnxkit.tasks.tensor import TensorModel
+from onnxkit.tasks.text_batch import pad, run_sorted
 from onnxkit.types import FloatArray
 
 Ids = list[int]
@@ -127,33 +128,19 @@ class Embedder(TensorModel):
                 fitted.append(self._fit(raw, job.truncate, job.texts is not None))
             except InvalidRequest as exc:
                 fitted.append(exc)
-        flat = [seq for f in fitted if not isinstance(f, BaseException) for seq in f]
-        order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
-        vectors: dict[int, FloatArray] = {}
-        for start in range(0, len(order), self.chunk):
-            idx = order[start : start + self.chunk]
-            vectors.update(zip(idx, self._run_chunk([flat[i] for i in idx]), strict=True))
-        out: list[Embedded | BaseException] = []
-        at = 0
-        for f in fitted:
-            if isinstance(f, BaseException):
-                out.append(f)
-                continue
-            rows = np.stack([vectors[i] for i in range(at, at + len(f))])
-            out.append(Embedded(rows, sum(len(s) for s in f)))
-            at += len(f)
-        return out
+        return run_sorted(
+            fitted,
+            length=len,
+            chunk=self.chunk,
+            run_chunk=lambda seqs: list(self._run_chunk(seqs)),
+            build=lambda seqs, vectors: Embedded(np.stack(vectors), sum(len(q) for q in seqs)),
+        )
 
     def _run_chunk(self, seqs: list[Ids]) -> FloatArray:
-        width = max(len(s) for s in seqs)
-        input_ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, s in enumerate(seqs):
-            input_ids[row, : len(s)] = s
-            mask[row, : len(s)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": mask}
-        if self.has_token_types:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        feeds = pad(seqs, self.pad_id)
+        if not self.has_token_types:
+            del feeds["token_type_ids"]
+        mask = feeds["attention_mask"]
         hidden = self.session.run(feeds, [self.output])[self.output].astype(np.float32, copy=False)
         if self.pooled:
             return hidden
