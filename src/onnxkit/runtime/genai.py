@@ -104,7 +104,6 @@ class GenaiEngine:
         self._inbox: queue.SimpleQueue[tuple[str, Stream | None]] = queue.SimpleQueue()
         self._by_request: dict[int, Stream] = {}
         self._seeded: list[Stream] = []
-        self._waiting = 0
         self._closed = False
         # The engine may only be used from the thread that created it.
         self._ready = threading.Event()
@@ -123,10 +122,10 @@ class GenaiEngine:
         return str(self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
 
     def submit(self, prompt: list[int], sampling: Sampling) -> Stream:
-        if self._waiting >= self.max_queue:
-            raise Overloaded(f"{self._waiting} generations are queued (the limit); retry later")
+        waiting = self._inbox.qsize()  # not yet taken up by the engine thread
+        if waiting >= self.max_queue:
+            raise Overloaded(f"{waiting} generations are queued (the limit); retry later")
         stream = Stream(prompt=prompt, sampling=sampling, loop=asyncio.get_running_loop())
-        self._waiting += 1
         self._inbox.put(("add", stream))
         return stream
 
@@ -161,7 +160,6 @@ class GenaiEngine:
                     if stream is None:
                         return
                     if kind == "add":
-                        self._waiting -= 1
                         self._start(stream)
                     else:
                         self._cancel(stream)

@@ -19,6 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 from onnxkit.errors import InvalidRequest
 from onnxkit.runtime.genai import Sampling
 from onnxkit.runtime.store import Model, ModelStore
+from onnxkit.serve import tfserving_http
 from onnxkit.serve.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest, Sampled
 from onnxkit.serve.state import AppState
 from onnxkit.tasks.chat import ChatModel, Piece
@@ -53,8 +54,6 @@ def _pick(store: ModelStore, name: str | None, task: str, kind: type[T]) -> tupl
 
 
 def model_object(model: Model) -> dict[str, Any]:
-    from onnxkit.serve import tfserving_http
-
     live = model.ready_versions()
     created = live[-1].created if live else min((v.created for v in model.versions.values()), default=0)
     return {
