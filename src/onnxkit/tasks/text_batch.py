@@ -1,7 +1,8 @@
 """Token sequences through a graph: sorted by length, run in chunks, padded per chunk.
 
 Padding, not batch size, is the cost on CPU; both text task models (embeddings, classify/QA) run
-their merged batches through here.
+their merged batches through here. Chunks are not a fixed size: ``plan_chunks`` cuts the sorted
+sequences where the padding a longer neighbour would add costs more than one more run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,36 @@ def pad(
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+# What one more onnxruntime run costs, in padded token slots: its fixed cost over the cost of a token.
+# Measured with MiniLM on 2 cores (1.5-2 ms per run against 0.11-0.16 ms per token); the plan is not
+# sensitive to it within a factor of two.
+RUN_OVERHEAD_TOKENS = 24
+
+
+def plan_chunks(lengths: Sequence[int], max_rows: int, overhead: float = RUN_OVERHEAD_TOKENS) -> list[int]:
+    """Where to cut ascending ``lengths`` into chunks of at most ``max_rows``: the end index of each chunk.
+
+    A chunk of rows ``i..j-1`` costs ``overhead + (j - i) * lengths[j - 1]`` (every row is padded to
+    the last, longest one); the plan minimises the sum by dynamic programming, O(n * max_rows).
+    """
+    n = len(lengths)
+    max_rows = max(1, max_rows)
+    best = np.zeros(n + 1)
+    start = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):
+        lo = max(0, j - max_rows)
+        starts = np.arange(lo, j)
+        costs = best[lo:j] + overhead + (j - starts) * lengths[j - 1]
+        k = int(np.argmin(costs))
+        best[j], start[j] = costs[k], lo + k
+    ends: list[int] = []
+    j = n
+    while j > 0:
+        ends.append(j)
+        j = int(start[j])
+    return ends[::-1]
+
+
 def run_sorted(
     groups: Sequence[list[X] | BaseException],
     *,
@@ -44,15 +75,18 @@ def run_sorted(
 ) -> list[R | BaseException]:
     """Each request's items (or its own error) → one result per request.
 
-    All items of all requests are sorted by length together and run ``chunk`` at a time; ``build``
-    puts each request's results back together in its own order. A request's error passes through.
+    All items of all requests are sorted by length together and run in chunks of at most ``chunk``
+    rows, cut by ``plan_chunks``; ``build`` puts each request's results back together in its own
+    order. A request's error passes through.
     """
     flat = [x for g in groups if not isinstance(g, BaseException) for x in g]
     order = sorted(range(len(flat)), key=lambda i: length(flat[i]))
     results: dict[int, Y] = {}
-    for start in range(0, len(order), chunk):
-        idx = order[start : start + chunk]
+    begin = 0
+    for end in plan_chunks([length(flat[i]) for i in order], chunk):
+        idx = order[begin:end]
         results.update(zip(idx, run_chunk([flat[i] for i in idx]), strict=True))
+        begin = end
     out: list[R | BaseException] = []
     at = 0
     for g in groups:
