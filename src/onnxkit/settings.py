@@ -30,6 +30,7 @@ class ServerSettings:
     max_queue: int = 1024
     # chat engine
     max_concurrent_sequences: int = 8
+    chat_gather_ms: float = 10.0  # an idle engine waits for the rest of a burst before it starts
     max_queued_generations: int = 256
     threads: int = 0  # 0: let onnxruntime decide
     log_json: bool = False

@@ -74,7 +74,10 @@ def test_run_sorted_returns_each_request_in_its_own_order() -> None:
         assert all(len(x) <= len(y) for x, y in itertools.pairwise(items))  # sorted by length
         return [x.upper() for x in items]
 
-    out = run_sorted(groups, length=len, chunk=2, run_chunk=run_chunk, build=lambda xs, ys: list(zip(xs, ys)))
+    def build(xs: list[str], ys: list[str]) -> list[tuple[str, str]]:
+        return list(zip(xs, ys, strict=True))
+
+    out = run_sorted(groups, length=len, chunk=2, run_chunk=run_chunk, build=build)
     assert out[0] == [("ccc", "CCC"), ("a", "A")]
     assert isinstance(out[1], ValueError)
     assert out[2] == [("bb", "BB"), ("dddddddddddd", "DDDDDDDDDDDD"), ("e", "E")]

@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-batch-size", type=int, default=32, help="embedding rows per forward pass")
     p.add_argument("--max-batch-delay-ms", type=float, default=5.0, help="how long the batcher waits to merge")
     p.add_argument("--max-concurrent-sequences", type=int, default=8,
-                   help="chat sequences decoded together in one batch")
+                   help="chat sequences decoded together where the model batches dynamically (paged "
+                        "attention); onnxruntime-genai's static CPU batches hold at most 4")
+    p.add_argument("--chat-gather-ms", type=float, default=10.0,
+                   help="an idle chat engine waits while requests keep arriving this close together "
+                        "(30 ms at most) so that a burst shares one batch; 0 starts at once")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument("--detach", action="store_true",
                    help="start in the background and return once ready; no-op if already running")
@@ -59,6 +63,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_concurrent_sequences=args.max_concurrent_sequences,
+        chat_gather_ms=args.chat_gather_ms,
         max_body_bytes=args.max_body_bytes,
         repositories=tuple(args.repository),
         model_config_files=tuple(args.config),

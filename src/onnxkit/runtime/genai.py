@@ -17,6 +17,7 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,12 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import InternalError, MissingDependency, Overloaded
+
+# onnxruntime-genai's static scheduler (CPU) runs at most 4 requests in a batch, whatever
+# engine.static_batching.max_batch_size says (that sizes only its sampler), and admits no one until
+# the batch is done. So when an idle engine gets a request, the thread waits for the rest of a burst
+# while requests keep arriving less than ``gather_ms`` apart (3x that at most) before the first step.
+STATIC_BATCH = 4
 
 try:
     import onnxruntime_genai as og
@@ -79,7 +86,9 @@ class GenaiEngine:
         max_batch_size: int = 8,
         threads: int = 0,
         max_queue: int = 256,
+        gather_ms: float = 10.0,
         on_finish: Callable[[int, int], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
         if og is None:
             raise MissingDependency("onnxruntime-genai", "genai")
@@ -100,7 +109,9 @@ class GenaiEngine:
         self.context_length = min(int(x) for x in limits if x)
         self.eos_ids = {int(t) for t in self.tokenizer.eos_token_ids}
         self.max_queue = max_queue
+        self._gather_gap = max(0.0, gather_ms) / 1000.0
         self._on_finish = on_finish  # (prompt tokens, generated tokens), as the engine really ran them
+        self._on_step = on_step  # sequences one engine step advanced
         self._inbox: queue.SimpleQueue[tuple[str, Stream | None]] = queue.SimpleQueue()
         self._by_request: dict[int, Stream] = {}
         self._seeded: list[Stream] = []
@@ -152,21 +163,13 @@ class GenaiEngine:
 
     def _loop(self) -> None:
         while not self._closed:
-            busy = self.engine.has_pending_requests() or bool(self._seeded)
-            try:
-                while True:
-                    kind, stream = self._inbox.get(block=not busy, timeout=None)
-                    busy = True
-                    if stream is None:
-                        return
-                    if kind == "add":
-                        self._start(stream)
-                    else:
-                        self._cancel(stream)
-                    if self._inbox.empty():
-                        break
-            except queue.Empty:
-                pass
+            idle = not (self.engine.has_pending_requests() or self._seeded)
+            added = self._take(block=idle)
+            if added is None:
+                return
+            # A static batch admits nobody until it finishes: let the rest of a burst join it.
+            if idle and added and self._gather_gap and not self._gather(added):
+                return
             try:
                 if self.engine.has_pending_requests():
                     self._step_engine()
@@ -175,6 +178,38 @@ class GenaiEngine:
             except Exception as exc:  # the engine failed: fail every live stream, keep serving
                 for stream in [*self._by_request.values(), *self._seeded]:
                     self._finish(stream, "error", error=str(exc))
+
+    def _take(self, block: bool, timeout: float | None = None) -> int | None:
+        """Handle what is in the inbox (waiting for one message if ``block``): requests added, or None on close."""
+        added = 0
+        try:
+            while True:
+                kind, stream = self._inbox.get(block=block, timeout=timeout)
+                block = False
+                if stream is None:
+                    return None
+                if kind == "add":
+                    self._start(stream)
+                    added += 1
+                else:
+                    self._cancel(stream)
+        except queue.Empty:
+            return added
+
+    def _gather(self, added: int) -> bool:
+        """Take requests while they keep arriving (``gather_ms`` apart, 3x that in all) until a batch is full."""
+        deadline = time.perf_counter() + 3 * self._gather_gap
+        while added < STATIC_BATCH:
+            wait = min(self._gather_gap, deadline - time.perf_counter())
+            if wait <= 0:
+                return True
+            more = self._take(block=True, timeout=wait)
+            if more is None:
+                return False
+            if more == 0:
+                return True
+            added += more
+        return True
 
     def _start(self, stream: Stream) -> None:
         s = stream.sampling
@@ -224,17 +259,22 @@ class GenaiEngine:
             self._finish(stream, "cancelled")
 
     def _step_engine(self) -> None:
+        stepped = 0
         for ev in self.engine.run(self.events):
+            flags = int(ev.flags)
+            if flags & int(og.EngineEventFlags.TOKEN):
+                stepped += 1
             stream = self._by_request.get(id(ev.request))
             if stream is None:
                 continue
-            flags = int(ev.flags)
             if flags & int(og.EngineEventFlags.TOKEN) and ev.token is not None:
                 self._emit(stream, int(ev.token))
             if flags & int(og.EngineEventFlags.FAILED):
                 self._finish(stream, "error", error=f"generation failed ({ev.error_code})")
             elif flags & int(og.EngineEventFlags.TURN_FINISHED):
                 self._finish(stream, _finish_reason(ev.finish_reason))
+        if stepped and self._on_step is not None:
+            self._on_step(stepped)
 
     def _step_generator(self, stream: Stream) -> None:
         g = stream.generator

@@ -17,6 +17,7 @@ from onnxkit.runtime.batching import BatchStats
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+DECODE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 _LABELS = ("model", "version")
 
 
@@ -74,6 +75,10 @@ class Metrics:
         )  # fmt: skip
         self.prompt_tokens = Counter("onnxkit_prompt_tokens", "Prompt tokens processed", _LABELS, registry=r)
         self.generated_tokens = Counter("onnxkit_generated_tokens", "Tokens generated", _LABELS, registry=r)
+        self.decode_batch = Histogram(
+            "onnxkit_decode_batch_size", "Sequences the chat engine stepped together", _LABELS,
+            buckets=DECODE_BUCKETS, registry=r,
+        )  # fmt: skip
 
     def model(self, model: str, version: str) -> ModelMetrics:
         return ModelMetrics(self, model, version)
@@ -139,3 +144,8 @@ def record_batch(
 
 def record_tokens(model: str, version: str, prompt: int, generated: int) -> None:
     METRICS.record_tokens(model, version, prompt, generated)
+
+
+def decode_batch_hook(model: str, version: str) -> Callable[[int], None]:
+    """Observes how many sequences each chat engine step advanced."""
+    return METRICS.decode_batch.labels(model, version).observe

@@ -49,7 +49,9 @@ class ChatModel:
             max_batch_size=settings.max_concurrent_sequences,
             threads=settings.threads,
             max_queue=settings.max_queued_generations,
+            gather_ms=settings.chat_gather_ms,
             on_finish=lambda prompt, generated: metrics.record_tokens(name, version, prompt, generated),
+            on_step=metrics.decode_batch_hook(name, version),
         )
         self.context_length = self.engine.context_length
         search = json.loads((path / "genai_config.json").read_text()).get("search", {})
