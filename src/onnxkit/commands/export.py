@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         max_length=args.max_length,
     )
-    card = read_card(out) or {}
+    card = read_card(out)
     if args.json:
         print(json.dumps(card, indent=2, sort_keys=True))
     else:

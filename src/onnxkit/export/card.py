@@ -1,15 +1,19 @@
-"""The model card ``onnxkit.json`` written beside every exported graph (the server reads it)."""
+"""The model card ``onnxkit.json`` written beside every exported graph: written and read here only.
+
+The server reads it too (``models/folder``), so this module imports nothing heavy at import time.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from onnxkit.types import JSON
+
+if TYPE_CHECKING:
+    import onnx
 
 CARD = "onnxkit.json"
 
@@ -32,6 +36,8 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str:
 
 def graph_io(model_path: Path) -> tuple[list[JSON], list[JSON]]:
     """Inputs and outputs as {name, dtype, shape}, read without touching weights."""
+    import onnx
+
     model = onnx.load(str(model_path), load_external_data=False)
 
     def describe(values: Any) -> list[JSON]:
@@ -54,9 +60,10 @@ def write_card(folder: Path, card: JSON) -> Path:
     return path
 
 
-def read_card(folder: Path) -> JSON | None:
+def read_card(folder: Path) -> JSON:
+    """The folder's card, or {} when it has none."""
     path = folder / CARD
     if not path.is_file():
-        return None
-    data: JSON = json.loads(path.read_text())
-    return data
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}

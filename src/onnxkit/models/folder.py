@@ -8,22 +8,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from onnxkit.errors import SupplyError
+from onnxkit.export.card import read_card
 
-CARD = "onnxkit.json"
 EMBEDDING_TASKS = {"pooling", "embeddings"}
-
-
-def read_card(folder: Path) -> dict[str, Any]:
-    path = folder / CARD
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return data if isinstance(data, dict) else {}
 
 
 def model_kind(path: Path) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from onnxkit.errors import InvalidRequest, MissingDependency, ModelNotFound, SupplyError
+from onnxkit.export.card import CARD
 from onnxkit.models import catalog
 from onnxkit.models.cache import Cache, CachedModel, sha256_file, slug
 from onnxkit.models.fetch import (
@@ -25,7 +26,7 @@ from onnxkit.models.fetch import (
     is_archive,
     url_filename,
 )
-from onnxkit.models.folder import CARD, model_kind
+from onnxkit.models.folder import model_kind
 
 Kind = Literal["catalog", "url", "hub", "name"]
 GENAI_CONFIG = "genai_config.json"

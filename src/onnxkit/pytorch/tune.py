@@ -25,11 +25,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from onnxkit.errors import InternalError, InvalidRequest
+from onnxkit.export.card import CARD, read_card
 from onnxkit.pytorch.data import TOKENIZER_FILES, TextEncoder, batches, read_jsonl
 from onnxkit.pytorch.module import OnnxModule, load
 from onnxkit.pytorch.writeback import save
 
-CARD = "onnxkit.json"
 TASKS = ("text-classification", "pooling")
 
 
@@ -63,14 +63,6 @@ def locate(model: Path) -> tuple[Path, Path]:
     if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
         raise InvalidRequest(f"{str(model)!r} is neither a folder with model.onnx nor a .onnx file")
     return onnx_path, onnx_path.parent
-
-
-def read_card(folder: Path) -> dict[str, Any]:
-    path = folder / CARD
-    if not path.is_file():
-        return {}
-    card: dict[str, Any] = json.loads(path.read_text())
-    return card
 
 
 def first_output(out: Tensor | tuple[Tensor, ...]) -> Tensor:

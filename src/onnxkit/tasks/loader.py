@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onnxkit.models.folder import CARD, model_kind, onnx_file, read_card
+from onnxkit.export.card import CARD, read_card
+from onnxkit.models.folder import model_kind, onnx_file
 from onnxkit.runtime.store import Servable
 from onnxkit.settings import ServerSettings
 
