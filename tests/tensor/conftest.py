@@ -12,7 +12,6 @@ from tensor_fixtures import (
     RepoFactory,
     Served,
     fp16_model,
-    free_port,
     int_model,
     mlp,
     string_model,
@@ -70,7 +69,7 @@ def shared_repository(tmp_path_factory: pytest.TempPathFactory, model_files: dic
 
 @pytest.fixture(scope="session")
 def served(shared_repository: Path) -> Iterator[Served]:
-    """One server over the shared repository: HTTP on port 0, gRPC on a free port."""
-    grpc = free_port()
-    with Server([], port=0, repositories=(str(shared_repository),), grpc_port=grpc) as s:
-        yield Served(s.url, s.port, grpc)
+    """One server over the shared repository: HTTP and gRPC on port 0 (the server says which ports)."""
+    with Server([], port=0, repositories=(str(shared_repository),), grpc_port=0) as s:
+        assert s.grpc_port
+        yield Served(s.url, s.port, s.grpc_port)

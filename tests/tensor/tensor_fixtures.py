@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,12 +119,6 @@ class Served:
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 LABELS = ["cat", "dog", "bird"]

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as tg
-from tensor_fixtures import RepoFactory, free_port, metric
+from tensor_fixtures import RepoFactory, metric
 from tritonclient.utils import InferenceServerException
 
 from onnxkit.models.config import parse_model_config
@@ -110,16 +110,15 @@ def test_full_queue_is_429_and_resource_exhausted(make_repository: RepoFactory) 
     # The first request waits out the delay in the queue (not a full batch); the queue holds one.
     config = "max_batch_size: 8\ndynamic_batching: {max_queue_delay_ms: 300, max_queue_size: 1}\n"
     repo = make_repository(mlp_full=[1], configs={"mlp_full": config})
-    grpc_port = free_port()
     x = np.ones((1, 4), np.float32)
-    with Server([], port=0, repositories=(str(repo),), grpc_port=grpc_port) as s:
+    with Server([], port=0, repositories=(str(repo),), grpc_port=0) as s:
         replies = run_concurrently(s.url + "/v2/models/mlp_full/infer", [v2("x", "FP32", x)] * 6)
         codes = sorted(r.status_code for r in replies)
         assert 429 in codes and 200 in codes, codes
         rejected = next(r for r in replies if r.status_code == 429)
         assert "'mlp_full'" in rejected.json()["error"] and "queued" in rejected.json()["error"]
 
-        client = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        client = tg.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
 
         def grpc_infer(_: int) -> str:
             inp = tg.InferInput("x", [1, 4], "FP32")

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
-from tensor_fixtures import LABELS, Served, free_port, mlp_reference
+from tensor_fixtures import LABELS, Served, mlp_reference
 from tritonclient.utils import InferenceServerException
 
 from onnxkit.serve._proto import grpc_service_pb2 as pb
@@ -120,9 +120,8 @@ def test_repository_index(client: tg.InferenceServerClient) -> None:
 
 
 def test_api_key_guards_grpc_and_http(shared_repository: Path) -> None:
-    grpc_port = free_port()
-    with Server([], port=0, repositories=(str(shared_repository),), grpc_port=grpc_port, api_key="s3cret") as s:
-        client = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    with Server([], port=0, repositories=(str(shared_repository),), grpc_port=0, api_key="s3cret") as s:
+        client = tg.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
         with pytest.raises(InferenceServerException) as denied:
             client.get_model_metadata("mlp")
         assert denied.value.status() == "StatusCode.UNAUTHENTICATED"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
-from tensor_fixtures import RepoFactory, free_port, mlp_reference, wait_until
+from tensor_fixtures import RepoFactory, mlp_reference, wait_until
 from tritonclient.utils import InferenceServerException
 
 from onnxkit.errors import SupplyError
@@ -180,16 +180,15 @@ def test_poll_follows_the_folder(make_repository: RepoFactory, model_files: dict
 
 def test_explicit_load_and_unload(make_repository: RepoFactory) -> None:
     repo = make_repository(mlp=[1], ints=[1])
-    grpc_port = free_port()
     settings = {
         "repositories": (str(repo),),
         "model_control": "explicit",
         "load_models": ("mlp",),
-        "grpc_port": grpc_port,
+        "grpc_port": 0,
     }
     with Server([], port=0, **settings) as s:
         http = th.InferenceServerClient(s.url.removeprefix("http://"))
-        grpc = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        grpc = tg.InferenceServerClient(f"127.0.0.1:{s.grpc_port}")
         assert http.is_model_ready("mlp")
         assert not http.is_model_ready("ints")
         assert index(s.url)[("ints", None)]["reason"] == "unloaded"

@@ -22,9 +22,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from onnxkit.errors import OnnxkitError
 from onnxkit.serve.app import ModelSpec, create_app, wrap
+from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
 
 
@@ -40,10 +42,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(settings: ServerSettings, models: Sequence[ModelSpec]) -> uvicorn.Config:
-    app = wrap(create_app(settings, models), settings)
+def uvicorn_config(settings: ServerSettings, models: Sequence[ModelSpec], app: FastAPI | None = None) -> uvicorn.Config:
     return uvicorn.Config(
-        app,
+        wrap(app or create_app(settings, models), settings),
         log_level="warning",
         access_log=False,  # onnxkit's own access log middleware writes one line per request
         timeout_graceful_shutdown=10,
@@ -62,6 +63,8 @@ class Server:
 
     >>> with Server(models=["all-minilm-l6-v2"], port=0) as s:
     ...     print(s.url)
+
+    ``port=0`` (and ``grpc_port=0``) pick free ports; ``port`` and ``grpc_port`` say which.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Server:
         self.startup_timeout = startup_timeout
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
+        self._state: AppState | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -88,13 +92,22 @@ class Server:
         return int(self._sock.getsockname()[1])
 
     @property
+    def grpc_port(self) -> int | None:
+        """The port gRPC listens on, once started; None when gRPC is off."""
+        assert self._state is not None, "the server is not started"
+        port = self._state.extras.get("grpc_port")
+        return int(port) if port is not None else None
+
+    @property
     def url(self) -> str:
         host = self.settings.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
     def start(self) -> Server:
         self._sock = bind(self.settings.host, self.settings.port)
-        self._server = uvicorn.Server(uvicorn_config(self.settings, self.models))
+        app = create_app(self.settings, self.models)
+        self._state = app.state.onnxkit
+        self._server = uvicorn.Server(uvicorn_config(self.settings, self.models, app))
         sock = self._sock
 
         def run() -> None:
