@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,57 @@ def test_qa_answer_is_a_span_of_the_context(server: Server) -> None:
     assert answers[1]["answer"] == "paris"
     uneven = _post(server, "/v1/qa", {"question": ["a", "b"], "context": [context]})
     assert uneven.status_code == 400
+
+
+def _best_span(enc: Any, start_logits: np.ndarray, end_logits: np.ndarray) -> tuple[float, int, int]:
+    """The reference answer of one window: (score, start char, end char), as tasks/qa.py defines it."""
+    pos = [t for t, seq in enumerate(enc.sequence_ids) if seq == 1 and enc.offsets[t][1] > enc.offsets[t][0]]
+    ps, pe = _softmax(start_logits[pos]), _softmax(end_logits[pos])
+    best = (-1.0, 0, 0)
+    for i in range(len(pos)):
+        for j in range(i, min(len(pos), i + 30)):
+            if ps[i] * pe[j] > best[0]:
+                best = (float(ps[i] * pe[j]), enc.offsets[pos[i]][0], enc.offsets[pos[j]][1])
+    return best
+
+
+def test_qa_reads_a_long_context_in_windows(server: Server, exports: dict[str, Path]) -> None:
+    folder = exports["tiny-qa"]
+    max_length = int(json.loads((folder / "onnxkit.json").read_text())["max_length"])
+    question = "where is paris"
+    contexts = [" ".join(WORDS[(k * 7 + i) % len(WORDS)] for i in range(3 * max_length)) for k in range(6)]
+    r = _post(server, "/v1/qa", {"model": "tiny-qa", "question": [question] * 6, "context": contexts})
+    assert r.status_code == 200, r.text
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length, stride=max_length // 4, strategy="only_second")
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    beyond_first_window = 0
+    for context, item in zip(contexts, r.json()["data"], strict=True):
+        enc = tok.encode(question, context)
+        windows = [enc, *enc.overflowing]
+        assert len(windows) >= 3
+        spans = []
+        for w in windows:
+            feeds = {"input_ids": [w.ids], "attention_mask": [w.attention_mask], "token_type_ids": [w.type_ids]}
+            start, end = sess.run(["start_logits", "end_logits"], {k: np.array(v, np.int64) for k, v in feeds.items()})
+            spans.append(_best_span(w, np.asarray(start[0], np.float64), np.asarray(end[0], np.float64)))
+        score, start_char, end_char = max(spans)
+        assert (item["start"], item["end"]) == (start_char, end_char)
+        assert item["score"] == pytest.approx(score, abs=1e-5)
+        first_window_end = max(o[1] for o, seq in zip(enc.offsets, enc.sequence_ids, strict=True) if seq == 1)
+        beyond_first_window += item["start"] >= first_window_end
+    assert beyond_first_window > 0  # answers a truncating server could never give
+
+
+def test_qa_context_over_the_window_limit_is_400(server: Server) -> None:
+    from onnxkit.tasks.qa import MAX_WINDOWS
+
+    context = " ".join(["paris"] * 64 * MAX_WINDOWS)
+    r = _post(server, "/v1/qa", {"model": "tiny-qa", "question": "where", "context": context})
+    assert r.status_code == 400
+    assert f"at most {MAX_WINDOWS}" in r.json()["error"]["message"]
 
 
 def test_wrong_task_and_unknown_model(server: Server) -> None:

@@ -78,7 +78,7 @@ class TokenModel(TensorModel):
         self.tokenizer = Tokenizer.from_file(str(tok_file))
         self.tokenizer.no_padding()
         self.max_length = int(self.card.get("max_length") or 512)
-        self.tokenizer.enable_truncation(self.max_length, strategy=self.truncation)
+        self.tokenizer.enable_truncation(self.max_length, strategy=self.truncation, stride=self.doc_stride())
         self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
         self.graph_inputs = {t.name for t in self.session.info.inputs}
         self.graph_outputs = [t.name for t in self.session.info.outputs]
@@ -117,15 +117,24 @@ class TokenModel(TensorModel):
             self._metrics.record_request(ok, time.perf_counter() - started)
         return result
 
+    def doc_stride(self) -> int:
+        """Tokens that overlapping windows of a long input share; 0: a long input is cut, not windowed."""
+        return 0
+
+    def windows(self, encoding: Encoding) -> list[Encoding]:
+        """The sequences one pair runs as (its windows, where the task windows long input)."""
+        return [encoding]
+
     def _encode(self, pairs: list[Pair]) -> list[Encoding]:
         items: list[Any] = [a if b is None else (a, b) for a, b in pairs]
         try:
-            return list(self.tokenizer.encode_batch(items))
+            encodings = self.tokenizer.encode_batch(items)
         except Exception as exc:  # e.g. only_second truncation with a question longer than max_length
             raise InvalidRequest(
                 f"model {self.name!r} could not fit the input into {self.max_length} tokens ({exc}); shorten it",
                 code="context_length_exceeded",
             ) from exc
+        return [w for e in encodings for w in self.windows(e)]
 
     def _run_texts(self, jobs: list[list[Pair]]) -> list[Ran | BaseException]:
         encoded: list[list[Encoding] | BaseException] = []
