@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from onnxkit.errors import OnnxkitError
 
 # Each module in onnxkit.commands exposes register(subparsers) and sets a `func` default.
-COMMANDS = ("serve", "stop", "pull", "models", "export", "inspect", "view", "tune")
+COMMANDS = ("serve", "stop", "pull", "models", "predict", "export", "inspect", "view", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,151 @@
+"""`onnxkit predict`: request files through the server's own handlers, in-process (serve/predict.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import openai
+import pytest
+from onnx import TensorProto, helper
+
+from onnxkit.runtime import metrics
+from onnxkit.serve.app import ModelSpec
+from onnxkit.serve.predict import predict
+from onnxkit.serve.server import Server
+
+TEXTS = [f"sentence number {i} about {'cats' if i % 2 else 'the weather today'}" for i in range(40)]
+
+
+def lines(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def batch_stats(model: str) -> tuple[float, float]:
+    """(batches run, requests in them) so far for ``model``, from the process's metrics."""
+    found = {"_count": 0.0, "_sum": 0.0}
+    for sample in metrics.METRICS.batch_size.collect()[0].samples:
+        suffix = sample.name.removeprefix("onnxkit_batch_size")
+        if suffix in found and sample.labels.get("model") == model:
+            found[suffix] += sample.value
+    return found["_count"], found["_sum"]
+
+
+def run(spec: ModelSpec, source: Path, **options: object) -> tuple[list[dict[str, object]], int, int]:
+    out = io.StringIO()
+    summary = predict(spec, source, out, progress=False, **options)  # type: ignore[arg-type]
+    return [json.loads(x) for x in out.getvalue().splitlines()], summary.ok, summary.failed
+
+
+def test_embeddings_in_order_equal_the_server_and_batched(tiny_embed_model: Path, tmp_path: Path) -> None:
+    spec = ModelSpec("tiny-embed-predict", tiny_embed_model)
+    src = lines(tmp_path / "in.jsonl", [{"input": t, "encoding_format": "float"} for t in TEXTS])
+    batches_before, requests_before = batch_stats(spec.name)
+    got, ok, failed = run(spec, src, concurrency=64)
+    assert (ok, failed) == (len(TEXTS), 0)
+    with Server([ModelSpec("tiny-embed", tiny_embed_model)], port=0) as s:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        want = client.embeddings.create(model="tiny-embed", input=TEXTS, encoding_format="float")
+    for row, expected in zip(got, want.data, strict=True):
+        data = row["data"]
+        assert isinstance(data, list)
+        np.testing.assert_allclose(data[0]["embedding"], expected.embedding, atol=1e-5)
+    # 40 one-text requests in flight together were merged by the batcher: fewer batches than requests
+    batches, requests = batch_stats(spec.name)
+    assert requests - requests_before == len(TEXTS)
+    assert batches - batches_before < len(TEXTS) / 2
+
+
+def test_bad_lines_are_answered_in_place_and_the_run_goes_on(tiny_embed_model: Path, tmp_path: Path) -> None:
+    spec = ModelSpec("tiny-embed-predict", tiny_embed_model)
+    rows: list[object] = [
+        {"input": "first"},
+        "this line is not json",
+        [1, 2, 3],
+        {"input": []},
+        {"custom_id": "c-5", "method": "POST", "url": "/v1/embeddings", "body": {"input": "fifth"}},
+        {"custom_id": "c-6", "method": "POST", "url": "/v1/embeddings", "body": {"input": 7}},
+        {"input": "last"},
+    ]
+    got, ok, failed = run(spec, lines(tmp_path / "in.jsonl", rows))
+    assert (ok, failed) == (3, 4)
+    assert got[0]["object"] == "list"
+    assert "line 2 is not JSON" in got[1]["error"]["message"]  # type: ignore[index]
+    assert "expected a request body" in got[2]["error"]["message"]  # type: ignore[index]
+    assert got[3]["error"]["param"] == "input"  # type: ignore[index]
+    assert got[4]["custom_id"] == "c-5" and got[4]["error"] is None
+    vec = got[4]["response"]["body"]["data"][0]["embedding"]  # type: ignore[index]
+    assert isinstance(vec, list) and len(vec) > 0  # the API's default: floats
+    assert got[5]["custom_id"] == "c-6" and got[5]["response"]["status_code"] == 400  # type: ignore[index]
+    assert got[5]["error"]["param"] == "input"  # type: ignore[index]
+    assert got[6]["object"] == "list"
+
+
+def test_chat_text_file(tiny_chat_model: Path, tmp_path: Path) -> None:
+    spec = ModelSpec("tiny-chat-predict", tiny_chat_model)
+    src = tmp_path / "prompts.txt"
+    src.write_text("Name a colour.\n\nCount to three.\n")
+    got, ok, failed = run(spec, src)
+    assert (ok, failed) == (2, 0)  # the blank line is skipped
+    for row in got:
+        choice = row["choices"][0]  # type: ignore[index]
+        assert choice["message"]["role"] == "assistant" and choice["finish_reason"] in ("stop", "length")
+    completions = lines(tmp_path / "c.jsonl", [{"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}])
+    (row,), _, _ = run(spec, completions)
+    assert row["object"] == "text_completion" and row["usage"]["completion_tokens"] <= 5  # type: ignore[index]
+
+
+def test_tensor_model_takes_kserve_bodies(tmp_path: Path) -> None:
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 3], w.flatten().tolist())],
+    )
+    model = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    xs = [np.full((1, 4), i, np.float32) for i in range(5)]
+    rows: list[object] = [{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x.flatten().tolist()}]}
+                          for x in xs]
+    rows.append({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}]})
+    got, ok, failed = run(ModelSpec("mm", model), lines(tmp_path / "in.jsonl", rows))
+    assert (ok, failed) == (5, 1)
+    for x, row in zip(xs, got, strict=False):
+        (out,) = row["outputs"]  # type: ignore[misc]
+        np.testing.assert_allclose(out["data"], (x @ w).flatten())
+    assert "nope" in str(got[-1]["error"])  # KServe's own error shape: {"error": "..."}
+
+
+def test_cli_writes_the_output_file_and_says_what_failed(tiny_embed_model: Path, tmp_path: Path) -> None:
+    src = lines(tmp_path / "in.jsonl", [{"input": "a"}, {"input": "b"}, "oops"])
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "onnxkit", "predict", str(tiny_embed_model), "-i", str(src), "-o", str(out), "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr  # one line failed
+    assert "2 ok, 1 failed" in done.stderr
+    assert len(out.read_text().splitlines()) == 3 and not (tmp_path / "out.jsonl.partial").exists()
+    missing = subprocess.run([*cmd[:5], "-i", str(tmp_path / "absent.jsonl")], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_text_file_for_a_task_that_needs_bodies_is_refused(tmp_path: Path) -> None:
+    # a tensor model cannot take bare texts: the whole file is refused before the model loads
+    model = tmp_path / "m.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "id",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    src = tmp_path / "texts.txt"
+    src.write_text("some text\n")
+    with pytest.raises(Exception, match="needs JSONL request bodies"):
+        run(ModelSpec("id", model), src)
