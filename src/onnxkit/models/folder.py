@@ -1,8 +1,10 @@
 """What a model folder is: the one rule that both the cache (``onnxkit models``) and the server use.
 
 - ``genai_config.json``             → chat (onnxruntime-genai)
-- ``onnxkit.json`` card             → its task (pooling → embeddings, classification, QA…); a fused
-  tokenizer makes it a tensor model (it takes strings, over KServe v2 / TF-Serving)
+- ``onnxkit.json`` card             → its task (pooling → embeddings, classification, QA…). A fused
+  tokenizer (the graph takes strings) keeps an embedding export an embeddings model (the
+  ``Embedder`` feeds it text; KServe v2 / TF-Serving still take the strings as BYTES) and makes
+  any other task a tensor model (KServe v2 / TF-Serving only)
 - ``model.onnx`` / a ``.onnx`` file → tensor (KServe / TF-Serving only)
 """
 
@@ -24,10 +26,10 @@ def model_kind(path: Path) -> str:
         return "chat"
     card = read_card(path)
     task = str(card.get("task", ""))
+    if task in EMBEDDING_TASKS:
+        return "embeddings"  # fused or not: the Embedder feeds a fused graph text
     if card.get("fused_tokenizer"):
         return "tensor"  # it takes strings: served over KServe v2 / TF-Serving as BYTES
-    if task in EMBEDDING_TASKS:
-        return "embeddings"
     if task:
         return task
     if (path / "model.onnx").is_file():

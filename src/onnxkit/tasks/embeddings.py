@@ -3,6 +3,12 @@
 Concurrent requests are merged by the batcher; inside a merged batch all
 sequences are sorted by length and run in chunks of ``max_batch_size`` so that
 little padding is computed (padding, not batch size, is the cost on CPU).
+
+A graph with a fused tokenizer (one string input, ``onnxkit export --fuse-tokenizer``) is fed
+the texts themselves, in the same sorted chunks; the folder's ``tokenizer.json`` still counts
+their tokens (``usage``, the length limit, the sort). Such a graph cuts long text at the card's
+``max_length`` itself, as ``"truncate": true`` asks, so the count reported is the cut one. Token
+ids cannot be fed to it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class _Text:
+    """A text for a graph that tokenizes it itself, and the number of tokens that graph embeds."""
+
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
 class _Job:
     texts: Sequence[str] | None
     ids: list[Ids] | None
@@ -60,11 +74,20 @@ class Embedder(TensorModel):
         self.tokenizer.no_truncation()
         self.max_length = int(card.get("max_length") or _config_max_length(path) or 512)
         self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
-        names = {t.name for t in self.session.info.inputs}
+        inputs = self.session.info.inputs
+        names = {t.name for t in inputs}
         self.has_token_types = "token_type_ids" in names
         out = self.session.info.outputs[0]
         self.output = out.name
         self.pooled = len(out.shape) == 2  # pooling + normalisation inside the graph
+        # A fused tokenizer: the graph takes the texts as one string tensor.
+        self.fused = len(inputs) == 1 and inputs[0].dtype == np.object_
+        self.text_input = inputs[0].name
+        if self.fused and not self.pooled:
+            raise SupplyError(
+                f"embedding model {name!r} takes text (a fused tokenizer) but its output {out.name!r} is "
+                f"per token {list(out.shape)}; export it with --task pooling"
+            )
         self.normalize = bool(card.get("normalize", True))
         self.chunk = settings.max_batch_size
         # Tokenization runs in the batch thread too, once per merged batch: overlapping it with
@@ -112,6 +135,12 @@ class Embedder(TensorModel):
     async def embed(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> Embedded:
         started, ok = time.perf_counter(), False
         try:
+            if ids is not None and self.fused:
+                raise InvalidRequest(
+                    f"model {self.name!r} tokenizes inside its graph and expects text; send input as a "
+                    "string or a list of strings, not token ids",
+                    param="input",
+                )
             result = await self.batcher.submit(_Job(texts, ids, truncate))
             ok = True
         finally:
@@ -128,6 +157,21 @@ class Embedder(TensorModel):
                 fitted.append(self._fit(raw, job.truncate, job.texts is not None))
             except InvalidRequest as exc:
                 fitted.append(exc)
+        if self.fused:
+            # The graph gets the texts; the fitted ids only say how many tokens it will embed.
+            items: list[list[_Text] | BaseException] = []
+            for job, f in zip(jobs, fitted, strict=True):
+                if isinstance(f, BaseException):
+                    items.append(f)
+                else:
+                    items.append([_Text(t, len(seq)) for t, seq in zip(job.texts or (), f, strict=True)])
+            return run_sorted(
+                items,
+                length=lambda x: x.tokens,
+                chunk=self.chunk,
+                run_chunk=lambda xs: list(self._run_texts(xs)),
+                build=lambda xs, vectors: Embedded(np.stack(vectors), sum(x.tokens for x in xs)),
+            )
         return run_sorted(
             fitted,
             length=len,
@@ -135,6 +179,11 @@ class Embedder(TensorModel):
             run_chunk=lambda seqs: list(self._run_chunk(seqs)),
             build=lambda seqs, vectors: Embedded(np.stack(vectors), sum(len(q) for q in seqs)),
         )
+
+    def _run_texts(self, items: list[_Text]) -> FloatArray:
+        # The fused graph tokenizes, pads to the chunk's longest, truncates at max_length and pools.
+        feeds = {self.text_input: np.array([x.text for x in items], dtype=object)}
+        return self.session.run(feeds, [self.output])[self.output].astype(np.float32, copy=False)
 
     def _run_chunk(self, seqs: list[Ids]) -> FloatArray:
         feeds = pad(seqs, self.pad_id)
