@@ -115,8 +115,10 @@ def test_tensor_model_takes_kserve_bodies(tmp_path: Path) -> None:
     rows: list[object] = [{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x.flatten().tolist()}]}
                           for x in xs]
     rows.append({"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}]})
+    rows.append({"custom_id": "t", "method": "POST", "url": "/v2/models/mm/infer", "body": rows[0]})
     got, ok, failed = run(ModelSpec("mm", model), lines(tmp_path / "in.jsonl", rows))
-    assert (ok, failed) == (5, 1)
+    assert (ok, failed) == (6, 1)
+    assert got.pop()["response"]["body"]["outputs"] == got[0]["outputs"]  # type: ignore[index]
     for x, row in zip(xs, got, strict=False):
         (out,) = row["outputs"]  # type: ignore[misc]
         np.testing.assert_allclose(out["data"], (x @ w).flatten())

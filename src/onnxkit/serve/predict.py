@@ -102,10 +102,15 @@ def read_lines(path: Path, spec: ModelSpec, kind: str) -> Iterator[Line]:
             if data.keys() >= BATCH_API_KEYS:
                 body = data["body"] if isinstance(data["body"], dict) else {}
                 url = str(data.get("url") or route_for(kind, spec.name, body))
-                yield Line(number, url, {"model": spec.name, **body}, str(data["custom_id"]))
+                yield Line(number, url, _named(url, spec.name, body), str(data["custom_id"]))
             else:
-                body = {"model": spec.name, **data} if kind != "tensor" else data
-                yield Line(number, route_for(kind, spec.name, body), body)
+                url = route_for(kind, spec.name, data)
+                yield Line(number, url, _named(url, spec.name, data))
+
+
+def _named(url: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI-style routes take the model in the body (filled in when left out); KServe's in the URL."""
+    return {"model": name, **body} if url.startswith("/v1/") else body
 
 
 async def _send(client: httpx.AsyncClient, line: Line) -> Answer:
