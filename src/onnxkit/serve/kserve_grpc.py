@@ -14,6 +14,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format
 from grpc import aio
 
 from onnxkit import __version__
@@ -23,7 +24,7 @@ from onnxkit.serve._proto import grpc_service_pb2 as pb
 from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
 from onnxkit.serve.kserve_http import EXTENSIONS, repository_index
 from onnxkit.serve.state import AppState
-from onnxkit.tasks.tensor import metadata, resolve
+from onnxkit.tasks.tensor import metadata, resolve, statistics
 from onnxkit.types import Array
 
 log = logging.getLogger("onnxkit.grpc")
@@ -176,6 +177,22 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=list(array.shape))
             response.raw_output_contents.append(to_bytes(array))
         return response
+
+    @_translated
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        # The REST /config dict is protobuf JSON of Triton's ModelConfig: parse it, so both answer alike.
+        # Strict: a key the proto lacks fails here (and in the tests), not silently on the wire.
+        config = resolve(self.state.store, request.name, request.version or None).model_config()
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
+
+    @_translated
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        stats = statistics(self.state.store, request.name, request.version or None)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     @_translated
     async def RepositoryIndex(

@@ -24,10 +24,10 @@ from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import from_bytes, from_json, to_bytes, to_json_data
 from onnxkit.serve.middleware import Receive, Scope, Send, send_error
 from onnxkit.serve.state import AppState
-from onnxkit.tasks.tensor import TensorModel, metadata, resolve
+from onnxkit.tasks.tensor import TensorModel, metadata, resolve, statistics
 from onnxkit.types import JSON, Array
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "model_configuration", "statistics"]
 HEADER_LENGTH = "inference-header-content-length"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
@@ -92,6 +92,14 @@ async def get_ready(request: Request) -> Response:
 async def get_config(request: Request) -> Response:
     name, version = _name_version(request)
     return json_response(resolve(_state(request).store, name, version).model_config())
+
+
+async def get_stats(request: Request) -> Response:
+    """Triton's statistics extension: every model (``/v2/models/stats``), one model, or one version."""
+    p = request.path_params
+    name = str(p.get("model", ""))
+    version = str(p["version"]) if "version" in p else None
+    return json_response({"model_stats": statistics(_state(request).store, name, version)})
 
 
 async def post_infer(request: Request) -> Response:
@@ -214,8 +222,11 @@ def _datatype(array: Array) -> str:
     return datatype_of(array.dtype)
 
 
+# Before the model routes: "stats" here is not a model name (as in Triton).
+router.add_route("/v2/models/stats", get_stats, methods=["GET"], include_in_schema=False)
 for _prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
     router.add_route(_prefix, get_metadata, methods=["GET"], include_in_schema=False)
+    router.add_route(_prefix + "/stats", get_stats, methods=["GET"], include_in_schema=False)
     router.add_route(_prefix + "/ready", get_ready, methods=["GET"], include_in_schema=False)
     router.add_route(_prefix + "/config", get_config, methods=["GET"], include_in_schema=False)
     router.add_route(_prefix + "/infer", post_infer, methods=["POST"], include_in_schema=False)

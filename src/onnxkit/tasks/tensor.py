@@ -5,11 +5,15 @@ the batch limit) so a bad request is answered with what was expected and what
 arrived, before onnxruntime sees it. With ``max_batch_size > 0`` requests go
 through one ``Batcher`` per model: rows are concatenated along axis 0, run
 once, and split back, so each request gets exactly the rows it sent.
+
+Each model version counts what Triton's statistics extension reports
+(``InferenceStats``), from the same calls that feed its Prometheus series.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,8 +24,8 @@ import numpy as np
 
 from onnxkit.errors import InvalidRequest, OnnxkitError, SupplyError
 from onnxkit.models.config import ModelConfig, TensorOverride, config_from_meta
-from onnxkit.runtime.batching import Batcher
-from onnxkit.runtime.metrics import METRICS
+from onnxkit.runtime.batching import Batcher, BatchStats
+from onnxkit.runtime.metrics import METRICS, ModelMetrics
 from onnxkit.runtime.ort import Dim, GraphInfo, OrtSession, TensorSpec
 from onnxkit.runtime.store import ModelStore
 from onnxkit.runtime.tensors import datatype_of
@@ -51,6 +55,124 @@ class _Item:
     outputs: tuple[str, ...]  # graph names
     rows: int
     sizes: tuple[tuple[str, int], ...]  # symbolic dim -> this request's size (for unpadding)
+
+
+class InferenceStats:
+    """Triton's statistics extension for one model version, counted in-process.
+
+    Per request (as Triton counts): ``success`` / ``fail`` with the end-to-end time, ``queue``, and
+    the compute phases of the batch it ran in (each request counts its batch's durations). Per
+    runtime call: ``execution_count``, ``inference_count`` (rows) and the phases by batch size.
+    Callers record on the event loop; the lock keeps a report whole should one record from a thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_inference_ms = 0
+        self.inference_count = 0
+        self.execution_count = 0
+        # [count, ns] pairs
+        self.success = [0, 0]
+        self.fail = [0, 0]
+        self.queue = [0, 0]
+        self.compute_input = [0, 0]
+        self.compute_infer = [0, 0]
+        self.compute_output = [0, 0]
+        self.batches: dict[int, list[int]] = {}  # rows -> [executions, input ns, infer ns, output ns]
+
+    def request(self, ok: bool, seconds: float) -> None:
+        ns = int(seconds * 1e9)
+        with self._lock:
+            target = self.success if ok else self.fail
+            target[0] += 1
+            target[1] += ns
+            if ok:
+                self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def execution(self, rows: int, queue_seconds: Sequence[float], phases: tuple[float, float, float]) -> None:
+        """One runtime call of ``rows`` rows for ``len(queue_seconds)`` requests; phases in seconds."""
+        n = len(queue_seconds)
+        ns_in, ns_infer, ns_out = (int(p * 1e9) for p in phases)
+        with self._lock:
+            self.execution_count += 1
+            self.inference_count += rows
+            self.queue[0] += n
+            self.queue[1] += int(sum(queue_seconds) * 1e9)
+            for target, ns in ((self.compute_input, ns_in), (self.compute_infer, ns_infer),
+                               (self.compute_output, ns_out)):  # fmt: skip
+                target[0] += n
+                target[1] += n * ns
+            batch = self.batches.setdefault(rows, [0, 0, 0, 0])
+            batch[0] += 1
+            batch[1] += ns_in
+            batch[2] += ns_infer
+            batch[3] += ns_out
+
+    def report(self, name: str, version: str) -> JSON:
+        """Triton's ``$model_stat`` (REST JSON; gRPC parses the same dict into ModelStatistics)."""
+
+        def duration(pair: list[int]) -> JSON:
+            return {"count": pair[0], "ns": pair[1]}
+
+        with self._lock:
+            return {
+                "name": name,
+                "version": version,
+                "last_inference": self.last_inference_ms,
+                "inference_count": self.inference_count,
+                "execution_count": self.execution_count,
+                "inference_stats": {
+                    "success": duration(self.success),
+                    "fail": duration(self.fail),
+                    "queue": duration(self.queue),
+                    "compute_input": duration(self.compute_input),
+                    "compute_infer": duration(self.compute_infer),
+                    "compute_output": duration(self.compute_output),
+                    "cache_hit": duration([0, 0]),
+                    "cache_miss": duration([0, 0]),
+                },
+                "batch_stats": [
+                    {
+                        "batch_size": rows,
+                        "compute_input": duration([b[0], b[1]]),
+                        "compute_infer": duration([b[0], b[2]]),
+                        "compute_output": duration([b[0], b[3]]),
+                    }
+                    for rows, b in sorted(self.batches.items())
+                ],
+            }
+
+
+class _Recorder:
+    """Where a model records a request or a batch: its Prometheus series and its statistics, together.
+
+    Same methods as ``ModelMetrics``, so subclasses' own batchers (classify) count in both.
+    """
+
+    def __init__(self, metrics: ModelMetrics, stats: InferenceStats) -> None:
+        self.metrics = metrics
+        self.stats = stats
+
+    def record_request(self, ok: bool, seconds: float) -> None:
+        self.metrics.record_request(ok, seconds)
+        self.stats.request(ok, seconds)
+
+    def record_batch(
+        self,
+        size: int,
+        queue_seconds: Sequence[float],
+        compute_seconds: float,
+        *,
+        rows: int | None = None,
+        phases: tuple[float, float, float] | None = None,
+    ) -> None:
+        """``size`` requests of ``rows`` rows (default: one each); phases: input, infer, output."""
+        self.metrics.record_batch(size, queue_seconds, compute_seconds)
+        self.stats.execution(size if rows is None else rows, queue_seconds, phases or (0.0, compute_seconds, 0.0))
+
+    def on_batch(self, batch: BatchStats) -> None:
+        """An ``on_batch`` hook for ``runtime.batching.Batcher``; the cost is the batch's inferences."""
+        self.record_batch(batch.size, batch.queue_seconds, batch.compute_seconds, rows=batch.cost)
 
 
 def _public(
@@ -143,7 +265,11 @@ class TensorModel:
         self._settings = settings
         self._batcher: Batcher[_Item, dict[str, Array]] | None = None
         self._recent_compute: float | None = None  # unbatched runs, as in Batcher
-        self._metrics = METRICS.model(name, self.version)
+        self.stats = InferenceStats()
+        self._metrics = _Recorder(METRICS.model(name, self.version), self.stats)
+        # Phases of the last tensor batch (input, infer, output seconds): set by _run_batch, read by its
+        # Batcher's on_batch right after, before the next batch starts (one batch in flight).
+        self._phases: tuple[float, float, float] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -156,7 +282,7 @@ class TensorModel:
                 max_queue=self.config.max_queue_size or self._settings.max_queue,
                 cost=lambda item: item.rows,
                 key=self._key,
-                on_batch=self._metrics.on_batch,
+                on_batch=self._on_batch,
                 inline_below_ms=INLINE_BELOW_MS,
             )
             self._batcher.start()
@@ -242,8 +368,13 @@ class TensorModel:
             raw = await asyncio.to_thread(self.session.run, item.feeds, item.outputs)
         took = time.perf_counter() - t0
         self._recent_compute = took if recent is None else 0.8 * recent + 0.2 * took
-        self._metrics.record_batch(1, [0.0], took)
+        self._metrics.record_batch(1, [0.0], took, rows=item.rows)
         return raw
+
+    def _on_batch(self, batch: BatchStats) -> None:
+        phases, self._phases = self._phases, None
+        self._metrics.record_batch(batch.size, batch.queue_seconds, batch.compute_seconds, rows=batch.cost,
+                                   phases=phases)  # fmt: skip
 
     def _prepare(
         self, inputs: Mapping[str, Array], outputs: Sequence[str] | None, classes: Mapping[str, int]
@@ -325,11 +456,16 @@ class TensorModel:
         return spec.shape[1:] if spec else ()
 
     def _run_batch(self, items: list[_Item]) -> list[dict[str, Array]]:
+        t0 = time.perf_counter()
         if len(items) == 1:
-            return [self.session.run(items[0].feeds, items[0].outputs)]
+            one = self.session.run(items[0].feeds, items[0].outputs)
+            self._phases = (0.0, time.perf_counter() - t0, 0.0)
+            return [one]
         outputs = items[0].outputs
         feeds = {name: _concat([it.feeds[name] for it in items]) for name in items[0].feeds}
+        t1 = time.perf_counter()
         result = self.session.run(feeds, outputs)
+        t2 = time.perf_counter()
         total = sum(it.rows for it in items)
         split: list[dict[str, Array]] = [{} for _ in items]
         for name, array in result.items():
@@ -340,6 +476,7 @@ class TensorModel:
                 part = array[start : start + it.rows] if batched else array
                 split[i][name] = self._unpad(name, part, dict(it.sizes))
                 start += it.rows
+        self._phases = (t1 - t0, t2 - t1, time.perf_counter() - t2)
         return split
 
     def _unpad(self, graph_output: str, array: Array, sizes: dict[str, int]) -> Array:
@@ -391,6 +528,28 @@ def metadata(store: ModelStore, name: str, version: str | None = None) -> JSON:
         meta = {"platform": f"onnxkit_{getattr(handle, 'task', 'unknown')}", "inputs": [], "outputs": []}
     return {"name": name, "versions": versions, "platform": meta["platform"],
             "inputs": meta["inputs"], "outputs": meta["outputs"]}  # fmt: skip
+
+
+def statistics(store: ModelStore, name: str = "", version: str | None = None) -> list[JSON]:
+    """Triton's ``model_stats``: every ready version of every tensor model, or of one model (404/503 from
+    the store; 400 for a model that is not a tensor model), or one version."""
+    if not name:
+        return [
+            v.handle.stats.report(m.name, v.version)
+            for m in store.models()
+            for v in m.ready_versions()
+            if isinstance(v.handle, TensorModel)
+        ]
+    if version:
+        chosen = [store.get(name, version)]
+    else:
+        store.get(name)  # 404 when unknown, 503 (with the reasons) when no version is ready
+        chosen = store.model(name).ready_versions()
+    for v in chosen:
+        if not isinstance(v.handle, TensorModel):
+            task = getattr(v.handle, "task", "unknown")
+            raise InvalidRequest(f"model {name!r} is a {task} model; statistics count tensor models")
+    return [v.handle.stats.report(name, v.version) for v in chosen]
 
 
 def _datatype_name(array: Array) -> str:
