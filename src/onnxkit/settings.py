@@ -42,3 +42,6 @@ class ServerSettings:
     repository_poll_seconds: float = 5.0
     load_models: tuple[str, ...] = ("*",)  # explicit mode: what to load at start
     grpc_port: int | None = None
+    # the model a request without "model" gets, where several of a kind are served
+    default_chat_model: str | None = None
+    default_embeddings_model: str | None = None

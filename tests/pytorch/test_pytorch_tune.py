@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import warnings
@@ -194,21 +193,18 @@ def test_cli_tunes_pooling_model_that_the_server_can_load(
     assert card["fine_tune"]["metric"] == "retrieval_accuracy" and len(card["fine_tune"]["loss"]) == 1
     assert card["fine_tune"]["eval"][0] >= 0.75  # MiniLM already retrieves well; one gentle epoch keeps it
 
-    from onnxkit.settings import ServerSettings
-    from onnxkit.tasks.embeddings import Embedder
-    from onnxkit.tasks.loader import model_kind
+    import openai
+
+    from onnxkit.models.folder import model_kind
+    from onnxkit.serve.app import ModelSpec
+    from onnxkit.serve.server import Server
 
     assert model_kind(out) == "embeddings"
 
-    async def serve_once() -> np.ndarray:
-        embedder = Embedder("tuned", out, ServerSettings())
-        await embedder.start()
-        try:
-            return (await embedder.embed(["How do I poach an egg?"], None, truncate=True)).vectors
-        finally:
-            await embedder.close()
-
-    served = asyncio.run(serve_once())
+    with Server([ModelSpec("tuned", out)], port=0) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        reply = client.embeddings.create(model="tuned", input=["How do I poach an egg?"], encoding_format="float")
+    served = np.asarray([reply.data[0].embedding], dtype=np.float32)
     original = _pool_ort(minilm_pooling_folder, "How do I poach an egg?")
     tuned = _pool_ort(out, "How do I poach an egg?")
     np.testing.assert_allclose(served[0], tuned, atol=1e-5)

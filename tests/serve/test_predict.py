@@ -14,9 +14,8 @@ import openai
 import pytest
 from onnx import TensorProto, helper
 
-from onnxkit.runtime import metrics
 from onnxkit.serve.app import ModelSpec
-from onnxkit.serve.predict import predict
+from onnxkit.serve.predict import Summary, predict
 from onnxkit.serve.server import Server
 
 TEXTS = [f"sentence number {i} about {'cats' if i % 2 else 'the weather today'}" for i in range(40)]
@@ -27,27 +26,22 @@ def lines(path: Path, rows: list[object]) -> Path:
     return path
 
 
-def batch_stats(model: str) -> tuple[float, float]:
-    """(batches run, requests in them) so far for ``model``, from the process's metrics."""
-    found = {"_count": 0.0, "_sum": 0.0}
-    for sample in metrics.METRICS.batch_size.collect()[0].samples:
-        suffix = sample.name.removeprefix("onnxkit_batch_size")
-        if suffix in found and sample.labels.get("model") == model:
-            found[suffix] += sample.value
-    return found["_count"], found["_sum"]
-
-
 def run(spec: ModelSpec, source: Path, **options: object) -> tuple[list[dict[str, object]], int, int]:
+    rows, summary = run_summary(spec, source, **options)
+    return rows, summary.ok, summary.failed
+
+
+def run_summary(spec: ModelSpec, source: Path, **options: object) -> tuple[list[dict[str, object]], Summary]:
     out = io.StringIO()
     summary = predict(spec, source, out, progress=False, **options)  # type: ignore[arg-type]
-    return [json.loads(x) for x in out.getvalue().splitlines()], summary.ok, summary.failed
+    return [json.loads(x) for x in out.getvalue().splitlines()], summary
 
 
 def test_embeddings_in_order_equal_the_server_and_batched(tiny_embed_model: Path, tmp_path: Path) -> None:
     spec = ModelSpec("tiny-embed-predict", tiny_embed_model)
     src = lines(tmp_path / "in.jsonl", [{"input": t, "encoding_format": "float"} for t in TEXTS])
-    batches_before, requests_before = batch_stats(spec.name)
-    got, ok, failed = run(spec, src, concurrency=64)
+    got, summary = run_summary(spec, src, concurrency=64)
+    ok, failed = summary.ok, summary.failed
     assert (ok, failed) == (len(TEXTS), 0)
     with Server([ModelSpec("tiny-embed", tiny_embed_model)], port=0) as s:
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
@@ -57,9 +51,8 @@ def test_embeddings_in_order_equal_the_server_and_batched(tiny_embed_model: Path
         assert isinstance(data, list)
         np.testing.assert_allclose(data[0]["embedding"], expected.embedding, atol=1e-5)
     # 40 one-text requests in flight together were merged by the batcher: fewer batches than requests
-    batches, requests = batch_stats(spec.name)
-    assert requests - requests_before == len(TEXTS)
-    assert batches - batches_before < len(TEXTS) / 2
+    assert summary.batched == len(TEXTS)  # the model's own statistics, read through its stats route
+    assert summary.batches < len(TEXTS) / 2
 
 
 def test_bad_lines_are_answered_in_place_and_the_run_goes_on(tiny_embed_model: Path, tmp_path: Path) -> None:

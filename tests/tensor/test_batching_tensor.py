@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -12,16 +11,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
-import pytest
 import tritonclient.grpc as tg
 from tensor_fixtures import RepoFactory, metric
 from tritonclient.utils import InferenceServerException
 
-from onnxkit.models.config import parse_model_config
-from onnxkit.runtime.metrics import METRICS
 from onnxkit.serve.server import Server
-from onnxkit.settings import ServerSettings
-from onnxkit.tasks.tensor import TensorModel
 
 CLIENTS = 16
 
@@ -134,27 +128,37 @@ def test_full_queue_is_429_and_resource_exhausted(make_repository: RepoFactory) 
         assert "StatusCode.RESOURCE_EXHAUSTED" in statuses and "OK" in statuses, statuses
 
 
-async def test_requests_cancelled_while_queued_are_skipped(model_files: dict[str, Path]) -> None:
-    cfg = parse_model_config(
-        {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_ms": 200}}, name="c", where="t"
-    )
-    model = TensorModel("cancel-test", model_files["mlp"], ServerSettings(), {"config": cfg, "version": "1"})
-    await model.start()
-    try:
-        x = np.ones((1, 4), np.float32)
-        tasks = [asyncio.ensure_future(model.infer({"x": x * (i + 1)})) for i in range(3)]
-        await asyncio.sleep(0.02)
-        tasks[1].cancel()
-        first, third = await tasks[0], await tasks[2]
-        with pytest.raises(asyncio.CancelledError):
-            await tasks[1]
-        np.testing.assert_allclose(third["logits"], model.session.run({"x": x * 3})["logits"])
-        np.testing.assert_allclose(first["logits"], model.session.run({"x": x})["logits"])
-        text = METRICS.render().decode()
-        assert metric(text, "onnxkit_batch_size_count", model="cancel-test") == 1
-        assert metric(text, "onnxkit_batch_size_sum", model="cancel-test") == 2  # the cancelled one never ran
-    finally:
-        await model.close()
+def test_requests_cancelled_while_queued_are_skipped(
+    make_repository: RepoFactory, model_files: dict[str, Path]
+) -> None:
+    config = "max_batch_size: 8\ndynamic_batching: {max_queue_delay_ms: 200}\n"
+    repo = make_repository(mlp_cancel=[1], configs={"mlp_cancel": config})
+    x = np.ones((1, 4), np.float32)
+    bodies = [json.dumps(v2("x", "FP32", x * (i + 1))).encode() for i in range(3)]
+    with Server([], port=0, repositories=(str(repo),)) as s:
+        url = s.url + "/v2/models/mlp_cancel/infer"
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, url, content=bodies[0], timeout=30)
+            time.sleep(0.02)
+            # the second request's client gives up while it is queued: its request is cancelled
+            request = (
+                f"POST /v2/models/mlp_cancel/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(bodies[1])}\r\n\r\n"
+            ).encode() + bodies[1]
+            with socket.create_connection(("127.0.0.1", s.port)) as leaver:
+                leaver.sendall(request)
+                time.sleep(0.02)
+            third = pool.submit(httpx.post, url, content=bodies[2], timeout=30)
+            answers = [first.result(), third.result()]
+        text = httpx.get(s.url + "/metrics").text
+    session = ort.InferenceSession(str(model_files["mlp"]))
+    for answer, scale in zip(answers, (1, 3), strict=True):
+        assert answer.status_code == 200, answer.text
+        (out,) = answer.json()["outputs"]
+        expected = session.run(None, {"x": x * scale})[0]
+        np.testing.assert_allclose(np.asarray(out["data"], np.float32).reshape(out["shape"]), expected, rtol=1e-6)
+    assert metric(text, "onnxkit_batch_size_count", model="mlp_cancel") == 1
+    assert metric(text, "onnxkit_batch_size_sum", model="mlp_cancel") == 2  # the cancelled one never ran
 
 
 def test_a_client_that_leaves_while_queued_is_never_run(make_repository: RepoFactory) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensor_fixtures import RepoFactory, Served, metric, wait_until
 
-from onnxkit.runtime import metrics
+from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.server import Server
 
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": [0.5] * 8}]}
@@ -52,20 +53,21 @@ def test_loaded_models_and_versions(served: Served) -> None:
     assert 'onnxkit_model_ready{model="broken"' in text
 
 
-def test_token_counters_for_language_models(served: Served) -> None:
-    before = scrape(served.url)
-    metrics.record_tokens("some-llm", "1", prompt=12, generated=30)
-    metrics.record_request("some-llm", "1", ok=True, seconds=0.25)
-    after = scrape(served.url)
+def test_token_counters_for_language_models(tiny_chat_model: Path) -> None:
+    with Server([ModelSpec("some-llm", tiny_chat_model)], port=0) as s:
+        before = scrape(s.url)
+        reply = httpx.post(s.url + "/v1/completions", json={"prompt": "The weather today", "max_tokens": 30},
+                           timeout=60).json()  # fmt: skip
+        after = scrape(s.url)
     labels = {"model": "some-llm", "version": "1"}
     assert (
         metric(after, "onnxkit_prompt_tokens_total", **labels) - metric(before, "onnxkit_prompt_tokens_total", **labels)
-        == 12
+        == reply["usage"]["prompt_tokens"]
     )
     assert (
         metric(after, "onnxkit_generated_tokens_total", **labels)
         - metric(before, "onnxkit_generated_tokens_total", **labels)
-        == 30
+        == reply["usage"]["completion_tokens"]
     )
     assert metric(after, "onnxkit_requests_total", **labels, outcome="success") >= 1
 

@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="an idle chat engine waits while requests keep arriving this close together "
                         "(30 ms at most) so that a burst shares one batch; 0 starts at once")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--default-chat-model", metavar="NAME",
+                   help="the chat model a request without \"model\" gets, where several are served")
+    p.add_argument("--default-embeddings-model", metavar="NAME",
+                   help="the embeddings model a request without \"model\" gets, where several are served")
     p.add_argument("--detach", action="store_true",
                    help="start in the background and return once ready; no-op if already running")
     t = p.add_argument_group("tensor serving (KServe v2 REST/gRPC, TF-Serving REST)")
@@ -73,6 +77,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         grpc_port=grpc_port(args),
         log_json=args.log_json,
         access_log=not args.no_access_log,
+        default_chat_model=args.default_chat_model,
+        default_embeddings_model=args.default_embeddings_model,
     )
 
 

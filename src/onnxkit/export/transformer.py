@@ -162,19 +162,6 @@ def export_transformer(
     return {**loaded.card, "parity": {"reference": "pytorch", "atol": atol, "max_abs_diff": parity}}
 
 
-def reference_feeds(
-    hf_dir: Path, task: str, input_names: tuple[str, ...], texts: list[str]
-) -> dict[str, Array]:
-    """Tokenize ``texts`` the way the exported graph expects (used by quantization checks)."""
-    tf = _transformers()
-    tokenizer = tf.AutoTokenizer.from_pretrained(str(hf_dir))
-    enc = tokenizer(texts, padding=True, truncation=True, return_tensors="np")
-    missing = [n for n in input_names if n not in enc]
-    if missing:
-        raise SupplyError(f"tokenizer of {hf_dir} does not produce inputs {missing} for task {task}")
-    return {n: np.asarray(enc[n], dtype=np.int64) for n in input_names}
-
-
 def reverify(out_dir: Path, hf_dir: Path, *, atol: float = 1e-4) -> dict[str, float]:
     """Re-run the parity gate of an exported folder against its source (raises ParityError)."""
     from onnxkit.export.card import read_card

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from onnxkit.errors import SupplyError
+from onnxkit.types import DATATYPES
 
 CONFIG_NAMES = ("config.yaml", "config.yml", "config.json")
 PLATFORMS = {"onnxruntime", "onnxruntime_onnx", "onnx"}
@@ -93,9 +94,6 @@ class ModelConfig:
     labels: tuple[str, ...] = ()
     base_path: Path | None = None  # --config form only
 
-    def meta(self) -> dict[str, Any]:
-        """What ModelStore keeps for the model and the loader hands the task."""
-        return {"config": self, "config_error": "", "platform": self.platform, "task": self.task}
 
 
 def _where(where: str, key: str) -> str:
@@ -109,8 +107,6 @@ def _int(value: Any, what: str) -> int:
 
 
 def _datatype(value: Any, what: str) -> str:
-    from onnxkit.runtime.tensors import DATATYPES
-
     text = str(value).upper().removeprefix("TYPE_")
     text = {"STRING": "BYTES", "FLOAT": "FP32", "FLOAT32": "FP32", "DOUBLE": "FP64"}.get(text, text)
     if text not in DATATYPES:
@@ -290,12 +286,3 @@ def read_config_file(path: Path) -> list[ModelConfig]:
         cfg = parse_model_config(item, name=str(item["name"]), where=where, folder=base)
         out.append(replace(cfg, base_path=base))
     return out
-
-
-def config_from_meta(name: str, meta: Mapping[str, Any]) -> ModelConfig:
-    """The config a task was handed: a ModelConfig, or plain keys (MODEL arguments of serve)."""
-    cfg = meta.get("config")
-    if isinstance(cfg, ModelConfig):
-        return cfg
-    plain = {k: v for k, v in meta.items() if k in _KEYS}
-    return parse_model_config(plain, name=name, where=f"model {name!r} settings")

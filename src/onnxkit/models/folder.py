@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 from onnxkit.errors import SupplyError
@@ -18,22 +19,41 @@ from onnxkit.export.card import read_card
 EMBEDDING_TASKS = {"pooling", "embeddings"}
 
 
-def model_kind(path: Path) -> str:
+class Task(str, enum.Enum):
+    """What the server does with a model (a ``str``, so it prints, compares and serialises as its value)."""
+
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+    TEXT_CLASSIFICATION = "text-classification"
+    ZERO_SHOT = "zero-shot-classification"
+    QUESTION_ANSWERING = "question-answering"
+    TENSOR = "tensor"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def model_kind(path: Path) -> Task:
     """The task a folder or file will be served as."""
     if path.is_file():
-        return "tensor"
+        return Task.TENSOR
     if (path / "genai_config.json").is_file():
-        return "chat"
+        return Task.CHAT
     card = read_card(path)
     task = str(card.get("task", ""))
     if task in EMBEDDING_TASKS:
-        return "embeddings"  # fused or not: the Embedder feeds a fused graph text
+        return Task.EMBEDDINGS  # fused or not: the Embedder feeds a fused graph text
     if card.get("fused_tokenizer"):
-        return "tensor"  # it takes strings: served over KServe v2 / TF-Serving as BYTES
+        return Task.TENSOR  # it takes strings: served over KServe v2 / TF-Serving as BYTES
     if task:
-        return task
+        try:
+            return Task(task)
+        except ValueError:
+            # an export of a task the server has no route for (token-classification, default…):
+            # its graph is still served over KServe v2 / TF-Serving
+            return Task.TENSOR
     if (path / "model.onnx").is_file():
-        return "tensor"
+        return Task.TENSOR
     raise SupplyError(f"{path} is not a model folder: expected genai_config.json, onnxkit.json or model.onnx")
 
 

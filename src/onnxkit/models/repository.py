@@ -1,26 +1,22 @@
-"""A Triton-layout model repository: files -> entries -> versions in the ModelStore.
+"""A Triton-layout model repository on disk: files -> entries (name, config, selected versions).
 
 Layout: ``DIR/<model>/config.yaml`` (optional) and ``DIR/<model>/<version>/model.onnx``
 with integer version folders. ``--config FILE`` adds entries whose ``base_path``
-holds the version folders. ``sync`` makes the store match what is on disk (per
-the version policy): new versions load, removed ones unload, changed ones
-reload (a failed reload keeps the serving version and records why). The poller
-calls ``sync`` every few seconds; model control ``explicit`` calls it only for
-the model named in a load request.
+holds the version folders. What is loaded from the entries, and when, is
+``tasks/control``'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from onnxkit.errors import InvalidRequest, ModelNotFound, OnnxkitError
+from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.models.config import (
     CONFIG_NAMES,
     ModelConfig,
@@ -28,7 +24,6 @@ from onnxkit.models.config import (
     read_config_file,
     read_model_config,
 )
-from onnxkit.runtime.store import ModelStore, State
 from onnxkit.settings import ServerSettings
 
 log = logging.getLogger("onnxkit.repository")
@@ -60,11 +55,6 @@ class Entry:
     versions: dict[str, Path]  # selected by the version policy
     fingerprints: dict[str, tuple[Any, ...]]
     error: str = ""
-
-
-class _AppStateLike(Protocol):
-    store: ModelStore
-    extras: dict[str, Any]
 
 
 def _fingerprint(folder: Path, config_mtime: int) -> tuple[Any, ...]:
@@ -129,160 +119,6 @@ def scan(options: RepositoryOptions) -> dict[str, Entry]:
             assert cfg.base_path is not None
             entries[cfg.name] = read_entry(cfg.name, cfg.base_path, cfg)
     return entries
-
-
-@dataclass
-class Repository:
-    """The ``--repository`` / ``--config`` service: started and stopped with the app."""
-
-    options: RepositoryOptions
-    store: ModelStore | None = None
-    entries: dict[str, Entry] = field(default_factory=dict)
-    unloaded: set[str] = field(default_factory=set)  # explicit mode: known but not loaded
-    _loaded_prints: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _poller: asyncio.Task[None] | None = None
-
-    async def start(self, state: _AppStateLike) -> None:
-        self.store = state.store
-        state.extras["repository"] = self
-        self.entries = await asyncio.to_thread(scan, self.options)
-        wanted = set(self.entries)
-        if self.options.control is ModelControl.EXPLICIT and "*" not in self.options.load_at_start:
-            wanted &= set(self.options.load_at_start)
-        self.unloaded = set(self.entries) - wanted
-        async with self._lock:
-            await asyncio.gather(*(self._sync_model(n, self.entries[n]) for n in sorted(wanted)))
-        if self.options.control is ModelControl.POLL:
-            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="repository-poller")
-
-    async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-
-    # -- sync ------------------------------------------------------------------------------------------
-    async def poll_once(self) -> None:
-        entries = await asyncio.to_thread(scan, self.options)
-        async with self._lock:
-            for name in sorted(set(self.entries) - set(entries)):
-                await self._unload_all(name)
-            self.entries = entries
-            for name in sorted(entries):
-                await self._sync_model(name, entries[name])
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.poll_seconds)
-            try:
-                await self.poll_once()
-            except Exception:  # the poller must outlive any one bad folder
-                log.exception("model repository poll failed")
-
-    async def _sync_model(self, name: str, entry: Entry) -> None:
-        store = self._store()
-        model = store.find(name)
-        current = set(model.versions) if model else set()
-        for version in sorted(current - set(entry.versions)):
-            if (name, version) not in self._loaded_prints:
-                continue  # loaded from a MODEL argument, not from the repository: not ours to unload
-            log.info(
-                "unloading %s version %s (gone from the repository or the version policy)", name, version
-            )
-            await store.unload(name, version)
-            self._loaded_prints.pop((name, version), None)
-        # A broken config still loads nothing, but each version is listed UNAVAILABLE with the reason.
-        meta = entry.config.meta() if entry.config else {"config_error": entry.error}
-        jobs = []
-        for version, path in entry.versions.items():
-            fp = entry.fingerprints.get(version)
-            if self._loaded_prints.get((name, version)) == fp:
-                continue
-            jobs.append(self._load_version(name, version, path, meta, fp))
-        await asyncio.gather(*jobs)
-        if not entry.versions and entry.error:
-            log.error("model %s: %s", name, entry.error)
-
-    async def _load_version(self, name: str, version: str, path: Path, meta: dict[str, Any], fp: Any) -> None:
-        loaded = await self._store().load(name, version, path, meta)
-        # Remember the fingerprint even on failure: retry only when the files change again.
-        self._loaded_prints[(name, version)] = fp
-        if loaded.state is State.READY and not loaded.reason:
-            log.info("loaded %s version %s from %s", name, version, path)
-        else:
-            log.error("model %s version %s: %s", name, version, loaded.reason)
-
-    async def _unload_all(self, name: str) -> None:
-        store = self._store()
-        if store.find(name) is not None:
-            log.info("unloading %s", name)
-            await store.unload(name)
-        for key in [k for k in self._loaded_prints if k[0] == name]:
-            self._loaded_prints.pop(key)
-
-    def _store(self) -> ModelStore:
-        assert self.store is not None, "Repository.start was not called"
-        return self.store
-
-    # -- KServe repository extension ------------------------------------------------------------------
-    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        store = self._store()
-        rows: list[dict[str, str]] = []
-        for name in sorted(set(self.entries) | set(store.names())):
-            model = store.find(name)
-            if model is None or not model.versions:
-                entry = self.entries.get(name)
-                reason = "unloaded" if name in self.unloaded else (entry.error if entry else "unloaded")
-                if not ready_only:
-                    rows.append({"name": name, "state": State.UNAVAILABLE.value, "reason": reason})
-                continue
-            for v in sorted(
-                model.versions.values(), key=lambda v: int(v.version) if v.version.isdigit() else -1
-            ):
-                if ready_only and not v.ready:
-                    continue
-                rows.append({"name": name, "version": v.version, "state": v.state.value, "reason": v.reason})
-        return rows
-
-    def _check_explicit(self, verb: str) -> None:
-        if self.options.control is not ModelControl.EXPLICIT:
-            raise InvalidRequest(
-                f"cannot {verb} models: model control is {self.options.control.value!r}; "
-                "start the server with --model-control explicit"
-            )
-
-    async def load(self, name: str) -> None:
-        self._check_explicit("load")
-        entries = await asyncio.to_thread(scan, self.options)
-        entry = entries.get(name)
-        if entry is None:
-            known = ", ".join(sorted(entries)) or "none"
-            raise ModelNotFound(f"model {name!r} is not in the model repository; models there: {known}")
-        async with self._lock:
-            self.entries[name] = entry
-            self.unloaded.discard(name)
-            # A load request reloads even unchanged files (Triton does the same).
-            for key in [k for k in self._loaded_prints if k[0] == name]:
-                self._loaded_prints.pop(key)
-            await self._sync_model(name, entry)
-        model = self._store().find(name)
-        if model is None or not model.ready:
-            reasons = "; ".join(
-                f"version {v.version}: {v.reason}" for v in (model.versions.values() if model else [])
-            )
-            raise InvalidRequest(
-                f"failed to load model {name!r}: {reasons or entry.error or 'no version loaded'}"
-            )
-
-    async def unload(self, name: str) -> None:
-        self._check_explicit("unload")
-        store = self._store()
-        if name not in self.entries and store.find(name) is None:
-            raise ModelNotFound(f"model {name!r} is not in the model repository")
-        async with self._lock:
-            await self._unload_all(name)
-            self.unloaded.add(name)
 
 
 def options_from(settings: ServerSettings) -> RepositoryOptions:

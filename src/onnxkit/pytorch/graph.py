@@ -20,8 +20,8 @@ from torch import Tensor
 
 from onnxkit.errors import InvalidRequest
 from onnxkit.pytorch.fuse import fuse
-from onnxkit.pytorch.ir import Graph, Node
-from onnxkit.pytorch.ops import DEFAULT_DOMAINS, OpFn, lookup, takes_scope
+from onnxkit.pytorch.ir import Graph, Node, OpFn
+from onnxkit.pytorch.ops import DEFAULT_DOMAINS, lookup, takes_scope
 
 
 class UnsupportedOp(InvalidRequest):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnxkit.pytorch.ops import OpFn
+OpFn = Callable[..., Any]  # one ONNX op as a plain function of tensors (and attributes)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,10 @@ with the largest suffix not above v.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
 
 from onnxkit.pytorch import ops_control, ops_math, ops_nn, ops_reduce, ops_rnn, ops_tensor
+from onnxkit.pytorch.ir import OpFn
 
-OpFn = Callable[..., Any]
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 

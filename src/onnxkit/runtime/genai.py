@@ -18,8 +18,8 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Delta:
+    index: int  # which of a request's generations (its ``n`` choices, its prompts) it belongs to
     text: str
     token: int | None
     finish: str | None = None  # "stop" | "length" | "cancelled" | "error"
@@ -63,12 +64,13 @@ class Delta:
 
 @dataclass(eq=False)
 class Stream:
-    """One generation as seen from asyncio."""
+    """One generation as seen from asyncio; the generations of one request share a queue."""
 
+    index: int
     prompt: list[int]
     sampling: Sampling
     loop: asyncio.AbstractEventLoop
-    deltas: asyncio.Queue[Delta] = field(default_factory=asyncio.Queue)
+    deltas: asyncio.Queue[Delta]
     generated: int = 0
     # engine-thread side
     request: Any = None
@@ -132,13 +134,19 @@ class GenaiEngine:
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return str(self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
 
-    def submit(self, prompt: list[int], sampling: Sampling) -> Stream:
+    def submit(self, jobs: Sequence[tuple[list[int], Sampling]], deltas: asyncio.Queue[Delta]) -> list[Stream]:
+        """All of one request's generations, or none of them: a request refused leaves nothing running."""
         waiting = self._inbox.qsize()  # not yet taken up by the engine thread
-        if waiting >= self.max_queue:
-            raise Overloaded(f"{waiting} generations are queued (the limit); retry later")
-        stream = Stream(prompt=prompt, sampling=sampling, loop=asyncio.get_running_loop())
-        self._inbox.put(("add", stream))
-        return stream
+        if waiting + len(jobs) > self.max_queue:
+            raise Overloaded(
+                f"{waiting} generations are queued and this request adds {len(jobs)}; the limit is "
+                f"{self.max_queue}. Retry later"
+            )
+        loop = asyncio.get_running_loop()
+        streams = [Stream(i, prompt, sampling, loop, deltas) for i, (prompt, sampling) in enumerate(jobs)]
+        for stream in streams:
+            self._inbox.put(("add", stream))
+        return streams
 
     def cancel(self, stream: Stream) -> None:
         self._inbox.put(("cancel", stream))
@@ -292,7 +300,7 @@ class GenaiEngine:
             return
         stream.generated += 1
         text = stream.detok.decode(token)
-        stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, Delta(text, token))
+        stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, Delta(stream.index, text, token))
 
     def _finish(self, stream: Stream, reason: str, error: str = "") -> None:
         if stream.done:
@@ -308,7 +316,7 @@ class GenaiEngine:
             stream.generator = None
         if self._on_finish is not None:
             self._on_finish(len(stream.prompt), stream.generated)
-        delta = Delta(error, None, reason, len(stream.prompt), stream.generated)
+        delta = Delta(stream.index, error, None, reason, len(stream.prompt), stream.generated)
         stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, delta)
 
 
@@ -322,7 +330,3 @@ def _finish_reason(reason: Any) -> str:
         return "error"
     return "stop"
 
-
-def require_genai() -> None:
-    if og is None:
-        raise InternalError("onnxruntime-genai is not installed: pip install 'onnxkit[genai]'")

@@ -1,19 +1,20 @@
-"""Prometheus metrics: one ``Metrics`` object, and small functions tasks call.
+"""Prometheus metrics and Triton's statistics, fed by one ``Recorder`` per model version.
 
-Counters and histograms are labelled by model and version. Tasks call the
-module-level functions (``record_request``, ``record_batch``, ``record_tokens``),
-which write to the process's ``METRICS``; which models are loaded is read from
-the store at scrape time, so it can never drift from the truth.
+``create_app`` builds one ``Metrics`` (its own registry) and the loader hands each version a
+``Recorder`` from it; tasks record only through their recorder, which writes the version's
+Prometheus series and its ``InferenceStats`` together, so ``/metrics`` and ``/v2/.../stats`` can
+never disagree. Which models are loaded is read from the store at scrape time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from onnxkit.runtime.batching import BatchStats
+from onnxkit.runtime.stats import InferenceStats
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -21,38 +22,11 @@ DECODE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 _LABELS = ("model", "version")
 
 
-class ModelMetrics:
-    """One model version's series, looked up once (``labels()`` costs microseconds per call)."""
-
-    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
-        self.success = metrics.requests.labels(model, version, "success")
-        self.failure = metrics.requests.labels(model, version, "failure")
-        self.request_seconds = metrics.request_seconds.labels(model, version)
-        self.queue_seconds = metrics.queue_seconds.labels(model, version)
-        self.compute_seconds = metrics.compute_seconds.labels(model, version)
-        self.batch_size = metrics.batch_size.labels(model, version)
-
-    def record_request(self, ok: bool, seconds: float) -> None:
-        if ok:
-            self.success.inc()
-            self.request_seconds.observe(seconds)
-        else:
-            self.failure.inc()
-
-    def record_batch(self, size: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.compute_seconds.observe(compute_seconds)
-        for s in queue_seconds:
-            self.queue_seconds.observe(s)
-
-    def on_batch(self, stats: BatchStats) -> None:
-        """An ``on_batch`` hook for ``runtime.batching.Batcher``."""
-        self.record_batch(stats.size, stats.queue_seconds, stats.compute_seconds)
-
-
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+    """The server's Prometheus registry: one per app, never process-global."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
             "onnxkit_requests", "Inference requests by outcome", (*_LABELS, "outcome"), registry=r
@@ -80,32 +54,8 @@ class Metrics:
             buckets=DECODE_BUCKETS, registry=r,
         )  # fmt: skip
 
-    def model(self, model: str, version: str) -> ModelMetrics:
-        return ModelMetrics(self, model, version)
-
-    def record_request(self, model: str, version: str, ok: bool, seconds: float) -> None:
-        self.requests.labels(model, version, "success" if ok else "failure").inc()
-        if ok:
-            self.request_seconds.labels(model, version).observe(seconds)
-
-    def record_batch(
-        self, model: str, version: str, size: int, queue_seconds: Sequence[float], compute_seconds: float
-    ) -> None:
-        self.batch_size.labels(model, version).observe(size)
-        self.compute_seconds.labels(model, version).observe(compute_seconds)
-        q = self.queue_seconds.labels(model, version)
-        for s in queue_seconds:
-            q.observe(s)
-
-    def record_tokens(self, model: str, version: str, prompt: int, generated: int) -> None:
-        if prompt:
-            self.prompt_tokens.labels(model, version).inc(prompt)
-        if generated:
-            self.generated_tokens.labels(model, version).inc(generated)
-
-    def batch_hook(self, model: str, version: str) -> Callable[[BatchStats], None]:
-        """An ``on_batch`` for ``runtime.batching.Batcher``."""
-        return self.model(model, version).on_batch
+    def recorder(self, model: str, version: str) -> Recorder:
+        return Recorder(self, model, version)
 
     def render(self, loaded: Iterable[tuple[str, str, str]] = ()) -> bytes:
         """Prometheus text; ``loaded`` is (model, version, state) for the model-state gauge."""
@@ -121,31 +71,64 @@ class Metrics:
         return generate_latest(self.registry) + generate_latest(extra)
 
 
+class Recorder:
+    """Where one model version records: its Prometheus series (looked up once: ``labels()`` costs
+    microseconds a call) and its Triton statistics, together."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self.stats = InferenceStats()
+        self._success = metrics.requests.labels(model, version, "success")
+        self._failure = metrics.requests.labels(model, version, "failure")
+        self._request_seconds = metrics.request_seconds.labels(model, version)
+        self._queue_seconds = metrics.queue_seconds.labels(model, version)
+        self._compute_seconds = metrics.compute_seconds.labels(model, version)
+        self._batch_size = metrics.batch_size.labels(model, version)
+        self._prompt_tokens = metrics.prompt_tokens.labels(model, version)
+        self._generated_tokens = metrics.generated_tokens.labels(model, version)
+        self._decode_batch = metrics.decode_batch.labels(model, version)
+
+    def request(self, ok: bool, seconds: float) -> None:
+        if ok:
+            self._success.inc()
+            self._request_seconds.observe(seconds)
+        else:
+            self._failure.inc()
+        self.stats.request(ok, seconds)
+
+    def batch(
+        self,
+        size: int,
+        queue_seconds: Sequence[float],
+        compute_seconds: float,
+        *,
+        rows: int | None = None,
+        phases: tuple[float, float, float] | None = None,
+    ) -> None:
+        """``size`` requests of ``rows`` rows (default: one each) in one run; phases: input, infer, output."""
+        self._batch_size.observe(size)
+        self._compute_seconds.observe(compute_seconds)
+        for s in queue_seconds:
+            self._queue_seconds.observe(s)
+        self.stats.execution(size if rows is None else rows, queue_seconds, phases or (0.0, compute_seconds, 0.0))
+
+    def on_batch(self, batch: BatchStats) -> None:
+        """An ``on_batch`` hook for ``runtime.batching.Batcher``; the cost is the batch's inferences."""
+        self.batch(batch.size, batch.queue_seconds, batch.compute_seconds, rows=batch.cost)
+
+    def tokens(self, prompt: int, generated: int) -> None:
+        if prompt:
+            self._prompt_tokens.inc(prompt)
+        if generated:
+            self._generated_tokens.inc(generated)
+
+    def decode_step(self, sequences: int) -> None:
+        """How many sequences one chat engine step advanced."""
+        self._decode_batch.observe(sequences)
+
+
 class _Static:
     def __init__(self, families: list[GaugeMetricFamily]) -> None:
         self.families = families
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         return iter(self.families)
-
-
-METRICS = Metrics()
-
-
-def record_request(model: str, version: str, ok: bool, seconds: float) -> None:
-    METRICS.record_request(model, version, ok, seconds)
-
-
-def record_batch(
-    model: str, version: str, size: int, queue_seconds: Sequence[float], compute_seconds: float
-) -> None:
-    METRICS.record_batch(model, version, size, queue_seconds, compute_seconds)
-
-
-def record_tokens(model: str, version: str, prompt: int, generated: int) -> None:
-    METRICS.record_tokens(model, version, prompt, generated)
-
-
-def decode_batch_hook(model: str, version: str) -> Callable[[int], None]:
-    """Observes how many sequences each chat engine step advanced."""
-    return METRICS.decode_batch.labels(model, version).observe

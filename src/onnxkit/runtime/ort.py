@@ -73,12 +73,15 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 
 
 def _extensions_library() -> str | None:
-    # Models with a fused tokenizer use onnxruntime-extensions' custom ops.
-    if importlib.util.find_spec("onnxruntime_extensions") is None:
-        return None
-    from onnxruntime_extensions import get_library_path
-
-    return str(get_library_path())
+    """onnxruntime-extensions' custom-op library (fused tokenizers), found by path: importing the
+    package would import torch and transformers, which the serving process never loads."""
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(folder).glob("_extensions_pydll.*"))
+        libs = [f for f in found if f.suffix in (".so", ".pyd", ".dylib")]
+        if libs:
+            return str(libs[0])
+    return None
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:
@@ -91,10 +94,6 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
     if lib:
         so.register_custom_ops_library(lib)
     return so
-
-
-def available_providers() -> list[str]:
-    return list(ort.get_available_providers())
 
 
 class OrtSession:

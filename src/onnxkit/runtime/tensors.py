@@ -14,23 +14,8 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import InvalidRequest
-from onnxkit.types import Array
+from onnxkit.types import DATATYPES, Array
 
-DATATYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(np.object_),
-}
 _NAMES: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPES.items()}
 
 

@@ -1,14 +1,21 @@
-"""The ASGI application: routers from each transport over one AppState."""
+"""The ASGI application: an explicit list of routers over one ``AppState``.
+
+``create_app`` builds the state once (metrics, the typed model store, the data plane) and the
+FastAPI app whose lifespan loads the models and starts the services (model control, gRPC).
+``wrap`` puts the pure-ASGI layers in front: the access log, the guard (API key, body limit), the
+one disconnect rule, and the KServe infer path. What ``onnxkit serve`` runs is ``wrap(create_app())``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,13 +24,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from onnxkit import __version__
 from onnxkit.errors import InternalError, InvalidRequest, ModelNotFound, OnnxkitError
-from onnxkit.runtime.store import ModelStore, Servable
+from onnxkit.models.config import ModelConfig
+from onnxkit.models.folder import Task
+from onnxkit.runtime.metrics import Metrics
+from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, tfserving_http
 from onnxkit.serve.access_log import AccessLog
 from onnxkit.serve.errors import describe_validation, error_body
-from onnxkit.serve.middleware import Guard
+from onnxkit.serve.middleware import ASGIApp, CancelOnDisconnect, Guard
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
 from onnxkit.tasks import loader
+from onnxkit.tasks.dataplane import DataPlane
+from onnxkit.tasks.loader import ModelVersion
+from onnxkit.tasks.models import Models
+
+log = logging.getLogger("onnxkit.server")
+
+# In order: TF-Serving's /v1/models/{m}/versions/{v} and .../metadata come before OpenAI's
+# /v1/models/{model_id:path}, which would otherwise swallow them.
+ROUTERS = (kserve_http.router, tfserving_http.router, metrics_http.router, openai_http.router, tasks_http.router)
 
 
 @dataclass(frozen=True)
@@ -31,51 +50,65 @@ class ModelSpec:
     name: str
     path: Path
     version: str = "1"
-    meta: dict[str, Any] = field(default_factory=dict)
+    config: ModelConfig | None = None
 
 
-def make_store(settings: ServerSettings, metas: dict[str, dict[str, Any]] | None = None) -> ModelStore:
-    async def load(name: str, version: str, path: Path) -> Servable:
-        # The store holds the meta its load() was given (repository configs); the task needs the version.
-        found = store.find(name)
-        meta = {**(metas or {}).get(name, {}), **(found.meta if found else {}), "version": version}
-        return await asyncio.to_thread(loader.load, name, path, settings, meta, version)
+class Service(Protocol):
+    async def start(self) -> None: ...
 
-    store = ModelStore(load)
-    return store
+    async def stop(self) -> None: ...
 
 
-def make_services(settings: ServerSettings) -> list[Any]:
-    """Model repository and gRPC server: each has ``async start(state)`` and ``async stop()``."""
-    services: list[Any] = []
-    if settings.repositories or settings.model_config_files:
-        from onnxkit.models.repository import Repository, options_from
+def make_models(settings: ServerSettings, metrics: Metrics) -> Models:
+    async def load(name: str, version: str, path: Path, config: ModelConfig | None) -> ModelVersion:
+        recorder = metrics.recorder(name, version)
+        return await asyncio.to_thread(loader.load, name, version, path, config, settings, recorder)
 
-        services.append(Repository(options_from(settings)))
+    defaults = {Task.CHAT: settings.default_chat_model, Task.EMBEDDINGS: settings.default_embeddings_model}
+    return Models(load, {task: name for task, name in defaults.items() if name})
+
+
+def make_services(state: AppState) -> list[Service]:
+    """Model control over a repository, and the gRPC server."""
+    settings = state.settings
+    services: list[Service] = []
+    if state.plane.controller is not None:
+        services.append(state.plane.controller)
     if settings.grpc_port is not None:
         from onnxkit.serve.kserve_grpc import GrpcServer
 
-        services.append(GrpcServer(settings.host, settings.grpc_port))
+        services.append(GrpcServer(state, settings.host, settings.grpc_port))
     return services
 
 
+def create_state(settings: ServerSettings) -> AppState:
+    metrics = Metrics()
+    models = make_models(settings, metrics)
+    controller = None
+    if settings.repositories or settings.model_config_files:
+        from onnxkit.models.repository import options_from
+        from onnxkit.tasks.control import Controller
+
+        controller = Controller(options_from(settings), models)
+    return AppState(settings, models, DataPlane(models, controller), metrics)
+
+
 def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI:
-    metas = {m.name: m.meta for m in models}
-    state = AppState(settings=settings, store=make_store(settings, metas))
+    state = create_state(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.gather(*(state.store.load(m.name, m.version, m.path, m.meta) for m in models))
-        services = make_services(settings)
+        await asyncio.gather(*(state.models.load(m.name, m.version, m.path, m.config) for m in models))
+        services = make_services(state)
         for service in services:
-            await service.start(state)
-        state.started = True
+            await service.start()
+        state.plane.started = True
         try:
             yield
         finally:
             for service in reversed(services):
                 await service.stop()
-            await state.store.close()
+            await state.models.close()
 
     app = FastAPI(
         title="onnxkit",
@@ -84,16 +117,42 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
         lifespan=lifespan,
     )
     app.state.onnxkit = state
+    add_error_handlers(app)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> Response:
+        # The models named at start-up must be ready; repository models report their own state.
+        named = [state.models.find(m.name) for m in models]
+        ready = state.started and all(m is not None and m.ready for m in named)
+        failed = {
+            m.name: "; ".join(v.reason for v in m.versions.values() if v.reason) or "not ready"
+            for m in named
+            if state.started and m is not None and not m.ready
+        }
+        status = "ok" if ready else ("unavailable" if failed else "loading")
+        body = {"status": status, "server": "onnxkit", "version": __version__, "pid": os.getpid(),
+                **({"unavailable": failed} if failed else {})}  # fmt: skip
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error a route raises becomes its protocol's error body here, once."""
+
+    def answer(request: Request, err: OnnxkitError, status: int | None = None) -> Response:
+        return JSONResponse(error_body(request.url.path, err), status_code=status or int(err.status))
 
     @app.exception_handler(OnnxkitError)
     async def onnxkit_error(request: Request, exc: OnnxkitError) -> Response:
-        return JSONResponse(error_body(request.url.path, exc), status_code=int(exc.status))
+        return answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         message, param = describe_validation(list(exc.errors()))
-        err = InvalidRequest(message, param=param)
-        return JSONResponse(error_body(request.url.path, err), status_code=400)
+        return answer(request, InvalidRequest(message, param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -104,56 +163,18 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
             err = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}")
         else:
             err = InvalidRequest(str(exc.detail))
-        err.status = exc.status_code  # type: ignore[assignment]
-        return JSONResponse(error_body(request.url.path, err), status_code=exc.status_code)
+        return answer(request, err, exc.status_code)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         # Never a traceback in the response; the log has it.
-        err = InternalError(f"internal error ({type(exc).__name__}); see the server log")
-        return JSONResponse(error_body(request.url.path, err), status_code=500)
-
-    @app.get("/health", tags=["health"])
-    async def health() -> Response:
-        # The models named at start-up must be ready; repository models report their own state.
-        named = [state.store.find(m.name) for m in models]
-        ready = state.started and all(m is not None and m.ready for m in named)
-        failed = {
-            m.name: "; ".join(v.reason for v in m.versions.values() if v.reason) or "not ready"
-            for m in named
-            if state.started and m is not None and not m.ready
-        }
-        status = "ok" if ready else ("unavailable" if failed else "loading")
-        body = {"status": status, "server": "onnxkit", "version": __version__, "pid": os.getpid(),
-                **({"unavailable": failed} if failed else {})}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    from onnxkit.serve import openai_http
-
-    # TF-Serving's /v1/models/{m}/versions/{v} and .../metadata come before OpenAI's
-    # /v1/models/{model_id:path}, which would otherwise swallow them.
-    for module in ("kserve_http", "tfserving_http", "metrics"):
-        _include_optional(app, module)
-    app.include_router(openai_http.router)
-    _include_optional(app, "tasks_http")  # /v1/classify, /v1/qa (docs/tasks.md)
-    return app
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return answer(request, InternalError(f"internal error ({type(exc).__name__}); see the server log"))
 
 
-def _include_optional(app: FastAPI, module: str) -> None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"onnxkit.serve.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"onnxkit.serve.{module}":
-            return
-        raise
-    app.include_router(mod.router)
-
-
-def wrap(app: FastAPI, settings: ServerSettings) -> Guard | AccessLog:
-    from onnxkit.serve.kserve_http import FastInfer
-
-    guarded = Guard(FastInfer(app), api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+def wrap(app: FastAPI, settings: ServerSettings) -> ASGIApp:
+    state: AppState = app.state.onnxkit
+    inner = CancelOnDisconnect(kserve_http.InferEndpoint(app, state))
+    guarded = Guard(inner, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     # Outermost, so rejected requests (401, 413) are logged too.
     return AccessLog(guarded, json_lines=settings.log_json) if settings.access_log else guarded

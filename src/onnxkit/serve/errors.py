@@ -1,7 +1,9 @@
-"""Error translation: each transport names the paths it owns and its error shape.
+"""HTTP error shapes: each protocol owns some paths, and its errors are answered in its own shape.
 
-One handler per app; the transport whose prefix matches the request path shapes
-the body. OpenAI's shape is the default.
+KServe v2 and TF-Serving answer ``{"error": "..."}``; everything else is OpenAI's
+``{"error": {"message", "type", "param", "code"}}``. ``error_response`` is the one place an
+``OnnxkitError`` becomes an HTTP answer: the app's exception handlers, the middleware and the
+KServe fast path all call it. gRPC maps the same errors to its status codes in ``kserve_grpc``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from onnxkit.errors import OnnxkitError
 from onnxkit.types import JSON
@@ -29,9 +33,16 @@ def plain_body(exc: OnnxkitError) -> JSON:
     return {"error": exc.message}
 
 
+def _tfserving(path: str) -> bool:
+    if not path.startswith("/v1/models/"):
+        return False
+    rest = path.removeprefix("/v1/models/")
+    return ":" in rest or rest.endswith("/metadata") or "/versions/" in rest
+
+
 FORMATS: list[ErrorFormat] = [
     ErrorFormat(lambda p: p.startswith("/v2"), plain_body),
-    ErrorFormat(lambda p: p.startswith("/v1/models/") and (":" in p or p.endswith("/metadata")), plain_body),
+    ErrorFormat(_tfserving, plain_body),
 ]
 
 
@@ -40,6 +51,10 @@ def error_body(path: str, exc: OnnxkitError) -> JSON:
         if fmt.owns(path):
             return fmt.body(exc)
     return openai_body(exc)
+
+
+def error_bytes(path: str, exc: OnnxkitError) -> bytes:
+    return orjson.dumps(error_body(path, exc))
 
 
 def describe_validation(errors: list[Any]) -> tuple[str, str | None]:

@@ -1,6 +1,6 @@
 """KServe v2 gRPC (``inference.GRPCInferenceService``) on grpc.aio, in the server's event loop.
 
-Same data plane as REST: decode tensors, ``TensorModel.infer``, encode. Outputs
+A codec around ``tasks.dataplane.DataPlane``, as REST is: decode tensors, infer, encode. Outputs
 always go back as ``raw_output_contents`` (what Triton does; tritonclient reads
 it); inputs may be typed ``contents`` or ``raw_input_contents``.
 """
@@ -17,14 +17,12 @@ import grpc
 from google.protobuf import json_format
 from grpc import aio
 
-from onnxkit import __version__
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import datatype_of, from_bytes, from_json, to_bytes
 from onnxkit.serve._proto import grpc_service_pb2 as pb
 from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
-from onnxkit.serve.kserve_http import EXTENSIONS, repository_index
 from onnxkit.serve.state import AppState
-from onnxkit.tasks.tensor import metadata, resolve, statistics
+from onnxkit.tasks.dataplane import InferRequest, RequestedOutput, classification_count
 from onnxkit.types import Array
 
 log = logging.getLogger("onnxkit.grpc")
@@ -76,6 +74,10 @@ def _translated(method: Handler[Req, Res]) -> Handler[Req, Res]:
         except OnnxkitError as exc:
             await context.abort(STATUS_CODES.get(int(exc.status), grpc.StatusCode.INTERNAL), exc.message)
             raise  # abort raises; this keeps type checkers honest
+        except Exception:
+            log.exception("gRPC %s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+            raise
 
     return wrapper
 
@@ -86,30 +88,42 @@ def _param(p: pb.InferParameter) -> Any:
 
 
 def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
+    try:
+        return _decode(request)
+    except OnnxkitError as exc:
+        raise InvalidRequest(f"model {request.model_name!r}: {exc.message}") from exc
+
+
+def _decode(request: pb.ModelInferRequest) -> dict[str, Array]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(
-            f"model {request.model_name!r}: {len(raw)} raw_input_contents for {len(request.inputs)} inputs; "
-            "send one per input, in input order"
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input, in input order"
         )
     inputs: dict[str, Array] = {}
     for i, tensor in enumerate(request.inputs):
-        try:
-            if raw:
-                inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, list(tensor.shape), raw[i])
-            else:
-                field = CONTENTS.get(tensor.datatype)
-                if field is None:
-                    raise InvalidRequest(
-                        f"input {tensor.name!r} is {tensor.datatype}, which has no typed contents; "
-                        "send it in raw_input_contents"
-                    )
-                data = list(getattr(tensor.contents, field))
-                inputs[tensor.name] = from_json(tensor.name, tensor.datatype, list(tensor.shape), data)
-        except OnnxkitError as exc:
-            exc.message = f"model {request.model_name!r}: {exc.message}"
-            raise
+        if raw:
+            inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, list(tensor.shape), raw[i])
+            continue
+        field = CONTENTS.get(tensor.datatype)
+        if field is None:
+            raise InvalidRequest(
+                f"input {tensor.name!r} is {tensor.datatype}, which has no typed contents; "
+                "send it in raw_input_contents"
+            )
+        data = list(getattr(tensor.contents, field))
+        inputs[tensor.name] = from_json(tensor.name, tensor.datatype, list(tensor.shape), data)
     return inputs
+
+
+def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
+    out = []
+    for o in request.outputs:
+        k = 0
+        if "classification" in o.parameters:
+            k = classification_count(_param(o.parameters["classification"]), o.name)
+        out.append(RequestedOutput(o.name, k))
+    return out
 
 
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -126,14 +140,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.state.started)
+        return pb.ServerReadyResponse(ready=self.state.plane.ready())
 
     @_translated
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         try:
-            self.state.store.get(request.name, request.version or None)
+            self.state.plane.model_ready(request.name, request.version or None)
         except OnnxkitError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -142,13 +156,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="onnxkit", version=__version__, extensions=EXTENSIONS)
+        meta = self.state.plane.server_metadata()
+        return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"], extensions=meta["extensions"])
 
     @_translated
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        meta = metadata(self.state.store, request.name, request.version or None)
+        meta = self.state.plane.model_metadata(request.name, request.version or None)
         tm = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta["name"],
@@ -162,18 +177,16 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        model = resolve(self.state.store, request.model_name, request.model_version or None)
-        inputs = decode_inputs(request)
-        outputs = [o.name for o in request.outputs] or None
-        classes: dict[str, int] = {}
-        for o in request.outputs:
-            if "classification" in o.parameters:
-                classes[o.name] = int(_param(o.parameters["classification"]))
-        result = await model.infer(inputs, outputs, classification=classes)
-        response = pb.ModelInferResponse(
-            model_name=request.model_name, model_version=model.version, id=request.id
+        infer = InferRequest(
+            request.model_name,
+            decode_inputs(request),
+            request.model_version or None,
+            requested_outputs(request),
+            request.id,
         )
-        for name, array in result.items():
+        result = await self.state.plane.infer(infer)
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request.id)
+        for name, array in result.outputs.items():
             response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=list(array.shape))
             response.raw_output_contents.append(to_bytes(array))
         return response
@@ -184,57 +197,53 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelConfigResponse:
         # The REST /config dict is protobuf JSON of Triton's ModelConfig: parse it, so both answer alike.
         # Strict: a key the proto lacks fails here (and in the tests), not silently on the wire.
-        config = resolve(self.state.store, request.name, request.version or None).model_config()
+        config = self.state.plane.model_config(request.name, request.version or None)
         return pb.ModelConfigResponse(config=json_format.ParseDict(config, pb.ModelConfig()))
 
     @_translated
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
-        stats = statistics(self.state.store, request.name, request.version or None)
+        stats = self.state.plane.statistics(request.name, request.version or None)
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
     @_translated
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        rows = repository_index(self.state, request.ready)
+        rows = self.state.plane.repository_index(request.ready)
         index = pb.RepositoryIndexResponse.ModelIndex
-        return pb.RepositoryIndexResponse(models=[index(**row) for row in rows])
+        return pb.RepositoryIndexResponse(
+            models=[index(name=r.name, version=r.version, state=r.state, reason=r.reason) for r in rows]
+        )
 
     @_translated
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        await self._repository().load(request.model_name)
+        await self.state.plane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @_translated
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        await self._repository().unload(request.model_name)
+        await self.state.plane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
-
-    def _repository(self) -> Any:
-        repo = self.state.extras.get("repository")
-        if repo is None:
-            raise InvalidRequest(
-                "model control is off: start the server with --repository DIR --model-control explicit"
-            )
-        return repo
 
 
 class GrpcServer:
     """Started and stopped with the app (see ``serve.app.make_services``)."""
 
-    def __init__(self, host: str, port: int, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(self, state: AppState, host: str, port: int, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+        self.state = state
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
         self._server: aio.Server | None = None
 
-    async def start(self, state: AppState) -> None:
+    async def start(self) -> None:
+        state = self.state
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -254,7 +263,7 @@ class GrpcServer:
         self.port = bound
         await server.start()
         self._server = server
-        state.extras["grpc_port"] = bound
+        state.grpc_port = bound
         log.info("KServe v2 gRPC listening on %s:%d", self.host, bound)
 
     async def stop(self) -> None:

@@ -1,14 +1,20 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs latency on every request)."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs latency on every request).
+
+- ``Guard``: the API key and the request body limit, chunked bodies included.
+- ``CancelOnDisconnect``: the one disconnect rule for every route. Once a request's body is read,
+  a client that goes away cancels the request's task wherever it waits (a batch queue, an engine
+  stream, a worker), so no work runs for nobody.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from onnxkit.errors import OnnxkitError, PayloadTooLarge, Unauthorized
-from onnxkit.serve.errors import error_body
+from onnxkit.serve.errors import error_bytes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -20,7 +26,7 @@ OPEN_PATHS = ("/health", "/v2/health", "/metrics", "/docs", "/openapi.json", "/r
 
 
 async def send_error(scope: Scope, send: Send, exc: OnnxkitError) -> None:
-    body = json.dumps(error_body(scope.get("path", ""), exc)).encode()
+    body = error_bytes(scope.get("path", ""), exc)
     await send(
         {
             "type": "http.response.start",
@@ -50,37 +56,96 @@ class Guard:
             token = auth[7:] if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
             if not hmac.compare_digest(token, self.api_key):
                 what = "missing" if not token else "wrong"
-                await send_error(
-                    scope,
-                    send,
-                    Unauthorized(
-                        f"API key {what}: send it as 'Authorization: Bearer <key>'", code="invalid_api_key"
-                    ),
-                )
+                err = Unauthorized(f"API key {what}: send it as 'Authorization: Bearer <key>'", code="invalid_api_key")
+                await send_error(scope, send, err)
                 return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await send_error(scope, send, _too_large(int(length), self.max_body))
             return
-        if length is not None:
+        if length is not None or b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)
             return
-        # Chunked body: count as it arrives.
+        # A chunked body (no length given): read it here, up to the limit, so that a body over it is a
+        # 413 before any route sees it; then hand the route the body in one message.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise _too_large(seen, self.max_body)
+            if message["type"] != "http.request":
+                return  # the client left while sending
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                await send_error(scope, send, _too_large(seen, self.max_body, chunked=True))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(size: int, limit: int, chunked: bool = False) -> PayloadTooLarge:
+    what = f"more than {limit} bytes so far" if chunked else f"{size} bytes"
+    return PayloadTooLarge(
+        f"request body is {what}; the limit is {limit} bytes (--max-body-bytes)", code="payload_too_large"
+    )
+
+
+class CancelOnDisconnect:
+    """A request whose client goes away after sending its body is cancelled."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        watcher: asyncio.Task[None] | None = None
+        answered = False
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not answered:  # a server also says "disconnect" once the response is complete
+                gone = True
+                task.cancel()
+
+        async def body() -> Message:
+            nonlocal watcher
+            message = await receive()
+            if watcher is None and message["type"] == "http.request" and not message.get("more_body", False):
+                watcher = asyncio.get_running_loop().create_task(watch())
             return message
 
-        await self.app(scope, limited, send)
+        async def tracked(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
 
-
-def _too_large(size: int, limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"request body is {size} bytes; the limit is {limit} bytes (--max-body-bytes)", code="payload_too_large"
-    )
+        try:
+            await self.app(scope, body, tracked)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: this cancellation is handled
+            if uncancel is not None:
+                uncancel()
+        finally:
+            if watcher is not None:
+                watcher.cancel()

@@ -25,17 +25,17 @@ from typing import IO, Any
 import httpx
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
-from onnxkit.models.folder import model_kind
-from onnxkit.serve.app import ModelSpec, create_app
+from onnxkit.models.folder import Task, model_kind
+from onnxkit.serve.app import ModelSpec, create_app, wrap
 from onnxkit.serve.errors import error_body
 from onnxkit.settings import ServerSettings
 
 ROUTES = {
-    "embeddings": "/v1/embeddings",
-    "chat": "/v1/chat/completions",
-    "text-classification": "/v1/classify",
-    "zero-shot-classification": "/v1/classify",
-    "question-answering": "/v1/qa",
+    Task.EMBEDDINGS: "/v1/embeddings",
+    Task.CHAT: "/v1/chat/completions",
+    Task.TEXT_CLASSIFICATION: "/v1/classify",
+    Task.ZERO_SHOT: "/v1/classify",
+    Task.QUESTION_ANSWERING: "/v1/qa",
 }
 BATCH_API_KEYS = {"custom_id", "body"}
 
@@ -59,25 +59,27 @@ class Answer:
 class Summary:
     ok: int = 0
     failed: int = 0
+    batches: int = 0  # runtime calls the model made (its statistics' execution_count)
+    batched: int = 0  # requests those calls served: more than ``batches`` when requests were merged
 
 
-def route_for(kind: str, name: str, body: dict[str, Any]) -> str:
-    if kind == "tensor":
+def route_for(kind: Task, name: str, body: dict[str, Any]) -> str:
+    if kind is Task.TENSOR:
         return f"/v2/models/{name}/infer"
-    if kind == "chat" and "prompt" in body and "messages" not in body:
+    if kind is Task.CHAT and "prompt" in body and "messages" not in body:
         return "/v1/completions"
     return ROUTES[kind]
 
 
-def text_body(kind: str, text: str) -> dict[str, Any]:
-    if kind == "chat":
+def text_body(kind: Task, text: str) -> dict[str, Any]:
+    if kind is Task.CHAT:
         return {"messages": [{"role": "user", "content": text}]}
-    if kind in ("embeddings", "text-classification"):
+    if kind in (Task.EMBEDDINGS, Task.TEXT_CLASSIFICATION):
         return {"input": text}
     raise InvalidRequest(f"a .txt input holds one text per line; a {kind} model needs JSONL request bodies")
 
 
-def read_lines(path: Path, spec: ModelSpec, kind: str) -> Iterator[Line]:
+def read_lines(path: Path, spec: ModelSpec, kind: Task) -> Iterator[Line]:
     """The requests in ``path``, lazily (blank lines skipped; a line that is not a request is marked)."""
     is_text = path.suffix == ".txt"
     default = route_for(kind, spec.name, {})
@@ -175,7 +177,7 @@ async def predict_async(
     app = create_app(settings, [spec])
     summary = Summary()
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=wrap(app, settings))
         async with httpx.AsyncClient(transport=transport, base_url="http://predict", timeout=None) as client:
             bar = tqdm(desc=f"predict {spec.name}", unit="req", disable=not progress)
             stream = lines if first is None else _chain(first, lines)
@@ -187,6 +189,9 @@ async def predict_async(
                     summary.failed += 1
                 bar.update(1)
             bar.close()
+            stats = (await client.get(f"/v2/models/{spec.name}/stats")).json()["model_stats"]
+            summary.batches = sum(int(s["execution_count"]) for s in stats)
+            summary.batched = sum(int(s["inference_stats"]["queue"]["count"]) for s in stats)
     return summary
 
 

@@ -24,7 +24,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from onnxkit.errors import OnnxkitError
+from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.serve.app import ModelSpec, create_app, wrap
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
@@ -95,8 +95,7 @@ class Server:
     def grpc_port(self) -> int | None:
         """The port gRPC listens on, once started; None when gRPC is off."""
         assert self._state is not None, "the server is not started"
-        port = self._state.extras.get("grpc_port")
-        return int(port) if port is not None else None
+        return self._state.grpc_port
 
     @property
     def url(self) -> str:
@@ -142,16 +141,40 @@ class Server:
 
 
 def resolve_spec(spec: str) -> ModelSpec:
-    """A catalog name, URL, hf: id, folder or .onnx file → what the server loads."""
+    """A catalog name, URL, hf: id, folder or .onnx file → what the server loads.
+
+    A model that is not on disk yet is pulled by a child ``onnxkit pull`` (its progress shown here):
+    building a catalog model needs torch and transformers, which the serving process never imports.
+    """
     from onnxkit.models.cache import Cache
-    from onnxkit.models.supply import resolve
+    from onnxkit.models.supply import model_name, resolve, spec_kind
     from onnxkit.settings import default_home
 
-    found = resolve(spec, Cache(default_home()))
-    if isinstance(found, Path):
-        name = found.stem if found.is_file() else found.name
-        return ModelSpec(name=name, path=found)
-    return ModelSpec(name=found.name, path=found.path)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix != ".onnx":
+            raise InvalidRequest(f"{path} is a file but not a .onnx model; expected a .onnx file or a folder")
+        return ModelSpec(name=path.stem if path.is_file() else path.name, path=path)
+    cache = Cache(default_home())
+    name = model_name(spec)
+    cached = cache.get(name)
+    if cached is None:
+        if spec_kind(spec) == "name":
+            resolve(spec, cache)  # not a path, not cached, not in the catalog: raises naming the known models
+        _pull_in_child(spec)
+        cached = cache.get(name)
+        if cached is None:
+            raise OnnxkitError(f"`onnxkit pull {spec}` finished but {name!r} is not in the cache {cache.root}")
+    return ModelSpec(name=cached.name, path=cached.path)
+
+
+def _pull_in_child(spec: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "onnxkit", "pull", spec], stdin=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise OnnxkitError(f"could not get model {spec!r}: `onnxkit pull {spec}` failed (exit {done.returncode})")
 
 
 # ---- detached servers ---------------------------------------------------------

@@ -1,17 +1,23 @@
-"""What every transport reads: the store and the settings, built once at start-up."""
+"""What every transport reads: built once by ``create_app`` and held by the app."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from onnxkit.runtime.store import ModelStore
+from onnxkit.runtime.metrics import Metrics
 from onnxkit.settings import ServerSettings
+from onnxkit.tasks.dataplane import DataPlane
+from onnxkit.tasks.models import Models
 
 
 @dataclass
 class AppState:
     settings: ServerSettings
-    store: ModelStore
-    started: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. metrics registry, grpc server
+    models: Models
+    plane: DataPlane
+    metrics: Metrics
+    grpc_port: int | None = None  # where gRPC listens, once started
+
+    @property
+    def started(self) -> bool:
+        return self.plane.started

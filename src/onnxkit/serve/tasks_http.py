@@ -7,18 +7,13 @@ A transport: wire format <-> task calls; errors are raised as onnxkit errors.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from onnxkit.errors import InvalidRequest
-from onnxkit.serve.openai_http import _pick
-from onnxkit.serve.state import AppState
-from onnxkit.tasks.classify import Classifier
-from onnxkit.tasks.qa import QuestionAnswerer
+from onnxkit.models.folder import Task
+from onnxkit.serve.http import app_state, json_response
 
 router = APIRouter(tags=["tasks"])
 
@@ -44,15 +39,6 @@ class QARequest(_Request):
     context: str | list[str]
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.onnxkit
-    return state
-
-
-def _json(body: Any) -> Response:
-    return Response(orjson.dumps(body), 200, media_type="application/json")
-
-
 def _texts(value: str | list[str], param: str) -> list[str]:
     texts = [value] if isinstance(value, str) else list(value)
     if not texts:
@@ -63,12 +49,12 @@ def _texts(value: str | list[str], param: str) -> list[str]:
 @router.post("/v1/classify")
 async def classify(body: ClassifyRequest, request: Request) -> Response:
     zero_shot = body.candidate_labels is not None
-    store = _state(request).store
-    wanted, other = ("zero-shot-classification", "text-classification")[:: 1 if zero_shot else -1]
+    models = app_state(request).models
+    wanted, other = (Task.ZERO_SHOT, Task.TEXT_CLASSIFICATION)[:: 1 if zero_shot else -1]
     # No model named: a model of the wanted kind, else the other kind (whose error then says why).
-    served = {m.task for m in store.models()}
-    task = other if wanted not in served and other in served else wanted
-    name, model = _pick(store, body.model, task, Classifier)
+    tasks = [wanted] if models.names_for([wanted]) or not models.names_for([other]) else [other]
+    model = models.classifier(body.model) if body.model else models.classifier(None, tasks)
+    name = model.name
     texts = _texts(body.input, "input")
     if model.zero_shot:
         labels = body.candidate_labels
@@ -102,12 +88,13 @@ async def classify(body: ClassifyRequest, request: Request) -> Response:
         for i, row in enumerate(scored.labels)
     ]
     usage = {"prompt_tokens": scored.tokens, "total_tokens": scored.tokens}
-    return _json({"object": "list", "model": name, "data": data, "usage": usage})
+    return json_response({"object": "list", "model": name, "data": data, "usage": usage})
 
 
 @router.post("/v1/qa")
 async def qa(body: QARequest, request: Request) -> Response:
-    name, model = _pick(_state(request).store, body.model, "question-answering", QuestionAnswerer)
+    model = app_state(request).models.answerer(body.model)
+    name = model.name
     if isinstance(body.question, str) != isinstance(body.context, str):
         raise InvalidRequest("question and context must both be strings or both be lists", param="context")
     questions, contexts = _texts(body.question, "question"), _texts(body.context, "context")
@@ -122,4 +109,4 @@ async def qa(body: QARequest, request: Request) -> Response:
         for i, a in enumerate(result.answers)
     ]
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-    return _json({"object": "list", "model": name, "data": data, "usage": usage})
+    return json_response({"object": "list", "model": name, "data": data, "usage": usage})

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from onnxkit.errors import InternalError, InvalidRequest
-from onnxkit.runtime import metrics
-from onnxkit.runtime.genai import GenaiEngine, Sampling
+from onnxkit.runtime.genai import Delta, GenaiEngine, Sampling
+from onnxkit.runtime.metrics import Recorder
 from onnxkit.settings import ServerSettings
 
 ROLES = {"system", "user", "assistant", "developer"}
@@ -40,18 +40,19 @@ class Defaults:
 class ChatModel:
     task = "chat"
 
-    def __init__(self, name: str, path: Path, settings: ServerSettings, version: str = "1") -> None:
+    def __init__(self, name: str, version: str, path: Path, settings: ServerSettings, recorder: Recorder) -> None:
         self.name = name
         self.version = version
         self.path = path
+        self._recorder = recorder
         self.engine = GenaiEngine(
             path,
             max_batch_size=settings.max_concurrent_sequences,
             threads=settings.threads,
             max_queue=settings.max_queued_generations,
             gather_ms=settings.chat_gather_ms,
-            on_finish=lambda prompt, generated: metrics.record_tokens(name, version, prompt, generated),
-            on_step=metrics.decode_batch_hook(name, version),
+            on_finish=recorder.tokens,
+            on_step=recorder.decode_step,
         )
         self.context_length = self.engine.context_length
         search = json.loads((path / "genai_config.json").read_text()).get("search", {})
@@ -115,37 +116,45 @@ class ChatModel:
             seed=seed,
         )
 
-    async def generate(self, prompt: list[int], sampling: Sampling, stop: Sequence[str]) -> AsyncIterator[Piece]:
-        """Text pieces, the last carrying finish reason and usage. Leaving early cancels."""
-        stream = self.engine.submit(prompt, sampling)
-        matcher = StopMatcher(stop)
-        finished = False
+    async def generate(
+        self, jobs: Sequence[tuple[list[int], Sampling]], stop: Sequence[str]
+    ) -> AsyncGenerator[tuple[int, Piece], None]:
+        """One request's generations (its prompts and ``n`` choices), as ``(index, piece)`` in the order the
+        pieces come; each index's last piece carries its finish reason and usage. All are admitted or none
+        (a 429 leaves nothing running), and leaving early cancels every one still running."""
+        deltas: asyncio.Queue[Delta] = asyncio.Queue()
+        streams = self.engine.submit(jobs, deltas)
+        matchers = [StopMatcher(stop) for _ in streams]
+        live = set(range(len(streams)))
         started = time.perf_counter()
-        ok = False
         try:
-            while True:
-                delta = await stream.deltas.get()
+            while live:
+                delta = await deltas.get()
+                i = delta.index
+                if i not in live:
+                    continue  # what a stream stopped on a stop string still had in flight
+                stream = streams[i]
                 if delta.finish is None:
-                    text, hit = matcher.feed(delta.text)
+                    text, hit = matchers[i].feed(delta.text)
                     if hit:
                         self.engine.cancel(stream)
-                        finished = ok = True
-                        yield Piece(text, "stop", len(prompt), stream.generated)
-                        return
-                    if text:
-                        yield Piece(text)
+                        live.discard(i)
+                        self._recorder.request(True, time.perf_counter() - started)
+                        yield i, Piece(text, "stop", len(stream.prompt), stream.generated)
+                    elif text:
+                        yield i, Piece(text)
                     continue
-                finished = True
-                if delta.finish == "error":
-                    raise InternalError(f"generation failed on model {self.name!r}: {delta.text}")
-                reason = "length" if delta.finish == "length" else "stop"
-                ok = True
-                yield Piece(matcher.flush(), reason, delta.prompt_tokens or len(prompt), delta.generated_tokens)
-                return
+                live.discard(i)
+                ok = delta.finish in ("stop", "length")
+                self._recorder.request(ok, time.perf_counter() - started)
+                if not ok:
+                    raise InternalError(f"generation failed on model {self.name!r}: {delta.text or delta.finish}")
+                prompt_tokens = delta.prompt_tokens or len(stream.prompt)
+                yield i, Piece(matchers[i].flush(), delta.finish, prompt_tokens, delta.generated_tokens)
         finally:
-            if not finished:
-                self.engine.cancel(stream)  # client went away
-            metrics.record_request(self.name, self.version, ok, time.perf_counter() - started)
+            for i in live:  # the client went away, or another generation failed
+                self.engine.cancel(streams[i])
+                self._recorder.request(False, time.perf_counter() - started)
 
 
 class StopMatcher:

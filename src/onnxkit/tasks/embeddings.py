@@ -23,11 +23,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from onnxkit.errors import InvalidRequest, SupplyError
-from onnxkit.runtime import metrics
+from onnxkit.export.card import read_card
 from onnxkit.runtime.batching import Batcher
+from onnxkit.runtime.metrics import Recorder
+from onnxkit.runtime.ort import OrtSession
 from onnxkit.settings import ServerSettings
-from onnxkit.tasks.loader import read_card
-from onnxkit.tasks.tensor import TensorModel
 from onnxkit.tasks.text_batch import pad, run_sorted
 from onnxkit.types import FloatArray
 
@@ -58,13 +58,20 @@ class _Job:
         return len(self.texts if self.texts is not None else self.ids or [])
 
 
-class Embedder(TensorModel):
-    """A ``TensorModel`` (KServe v2 / TF-Serving serve its graph) that also embeds texts."""
+class Embedder:
+    """Texts (or token ids) in, one vector each out. It shares its model version's session and recorder
+    with the version's ``TensorModel``, so KServe v2 serves the same graph and counts the same traffic."""
 
-    def __init__(self, name: str, path: Path, settings: ServerSettings, version: str = "1") -> None:
-        super().__init__(name, path, settings, {"version": version})
-        self.task = "embeddings"
+    task = "embeddings"
+
+    def __init__(
+        self, name: str, version: str, path: Path, session: OrtSession, settings: ServerSettings, recorder: Recorder
+    ) -> None:
+        self.name = name
+        self.version = version
         self.path = path
+        self.session = session
+        self._recorder = recorder
         card = read_card(path)
         tok_file = path / "tokenizer.json"
         if not tok_file.is_file():
@@ -101,18 +108,16 @@ class Embedder(TensorModel):
             max_queue=settings.max_queue,
             cost=len,
             settle=True,
-            on_batch=metrics.METRICS.batch_hook(name, version),
+            on_batch=recorder.on_batch,
         )
         dim = out.shape[-1]
         self.dimensions = dim if isinstance(dim, int) else None
 
     async def start(self) -> None:
-        await super().start()
         self.batcher.start()
 
     async def close(self) -> None:
         await self.batcher.close()
-        await super().close()
 
     def _fit(self, ids: list[Ids], truncate: bool, texts: bool) -> list[Ids]:
         out = []
@@ -144,7 +149,7 @@ class Embedder(TensorModel):
             result = await self.batcher.submit(_Job(texts, ids, truncate))
             ok = True
         finally:
-            metrics.record_request(self.name, self.version, ok, time.perf_counter() - started)
+            self._recorder.request(ok, time.perf_counter() - started)
         return result
 
     def _embed_batch(self, jobs: list[_Job]) -> list[Embedded | BaseException]:

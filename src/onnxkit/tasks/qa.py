@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from onnxkit.errors import InvalidRequest
-from onnxkit.tasks.classify import QA_TASK, TokenModel, softmax
+from onnxkit.tasks.token_model import TokenModel, softmax
 from onnxkit.types import Array
 
 MAX_ANSWER_TOKENS = 30
@@ -41,7 +41,7 @@ class Answers:
 
 
 class QuestionAnswerer(TokenModel):
-    task = QA_TASK
+    task = "question-answering"
     truncation = "only_second"
 
     def doc_stride(self) -> int:

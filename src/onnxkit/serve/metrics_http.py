@@ -7,17 +7,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from onnxkit.runtime.metrics import METRICS, Metrics
-from onnxkit.serve.state import AppState
+from onnxkit.serve.http import app_state
 
 router = APIRouter(tags=["metrics"])
 
 
 async def metrics(request: Request) -> Response:
-    state: AppState = request.app.state.onnxkit
-    registry: Metrics = state.extras.get("metrics", METRICS)
-    loaded = [(m.name, v.version, v.state.value) for m in state.store.models() for v in m.versions.values()]
-    return Response(registry.render(loaded), media_type=CONTENT_TYPE_LATEST)
+    state = app_state(request)
+    loaded = [(m.name, v.version, v.state.value) for m in state.models.models() for v in m.versions.values()]
+    return Response(state.metrics.render(loaded), media_type=CONTENT_TYPE_LATEST)
 
 
 router.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
