@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,58 @@ def default_model() -> Callable[[str], Path]:
         return found.path
 
     return find
+
+
+WORDS = [
+    "the", "capital", "of", "france", "is", "paris", "a", "quick", "brown", "fox", "jumps", "over", "lazy",
+    "dog", "what", "where", "who", "this", "example", "about", "sports", "politics", "weather", "today",
+    "sunny", "with", "light", "breeze",
+]  # fmt: skip
+SENTIMENT = {0: "negative", 1: "neutral", 2: "positive"}
+NLI = {0: "contradiction", 1: "neutral", 2: "entailment"}
+
+
+def _task_hf_folder(root: Path, head: str, id2label: dict[int, str] | None) -> Path:
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    hf = root / "hf"
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    transformers.PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=64,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    ).save_pretrained(hf)
+    torch.manual_seed(0)
+    labels: dict[str, Any] = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, **labels,
+    )
+    getattr(transformers, head)(config).save_pretrained(hf)
+    return hf
+
+
+@pytest.fixture(scope="session")
+def task_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random BERT exports: text-classification (tiny-cls), zero-shot (tiny-nli), QA (tiny-qa)."""
+    from onnxkit.export import export
+
+    out = {}
+    for name, task, head, labels in (
+        ("tiny-cls", "text-classification", "BertForSequenceClassification", SENTIMENT),
+        ("tiny-nli", "zero-shot-classification", "BertForSequenceClassification", NLI),
+        ("tiny-qa", "question-answering", "BertForQuestionAnswering", None),
+    ):
+        root = tmp_path_factory.mktemp(name)
+        out[name] = export(_task_hf_folder(root, head, labels), task, root / "out")
+    return out

@@ -20,6 +20,10 @@ class OnnxkitError(Exception):
         self.param = param
         self.code = code
 
+    def within(self, context: str) -> OnnxkitError:
+        """The same error (class, status, param, code) with ``context`` before its message: raise it ``from`` this."""
+        return type(self)(f"{context}: {self.message}", param=self.param, code=self.code)
+
 
 class InvalidRequest(OnnxkitError):
     status = HTTPStatus.BAD_REQUEST

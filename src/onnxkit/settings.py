@@ -6,7 +6,7 @@ Nothing else reads the environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 
@@ -16,6 +16,40 @@ def default_home() -> Path:
 
 
 DEFAULT_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; every bound is checked before the work starts (``--limit NAME=N``).
+
+    A request over a bound is answered 413 (or 400) naming the bound and how to raise it.
+    """
+
+    max_inputs: int = 2048  # texts per /v1/embeddings or /v1/classify request, questions per /v1/qa
+    max_request_tokens: int = 131072  # tokens one embeddings / classify / QA request may hold in all
+    max_generations: int = 64  # prompts x n of one completion or chat request
+    max_pairs: int = 4096  # texts x candidate labels of one zero-shot request
+    max_stop: int = 16  # stop strings per request
+    max_stop_chars: int = 256  # characters per stop string
+    max_tensor_elements: int = 16 * 1024 * 1024  # elements per tensor of a KServe / TF-Serving request
+    max_dims: int = 16  # dims per tensor
+
+    @staticmethod
+    def names() -> list[str]:
+        return [f.name for f in fields(Limits)]
+
+    def with_values(self, pairs: list[str]) -> Limits:
+        """``["max_inputs=4096", ...]`` applied; a wrong name or value says which and what is allowed."""
+        changes: dict[str, int] = {}
+        for pair in pairs:
+            name, _, value = pair.partition("=")
+            name = name.strip().replace("-", "_")
+            if name not in self.names():
+                raise ValueError(f"--limit {pair!r}: no limit {name!r}; limits: {', '.join(self.names())}")
+            if not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(f"--limit {pair!r}: expected {name}=N with N a positive integer")
+            changes[name] = int(value)
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -45,3 +79,4 @@ class ServerSettings:
     # the model a request without "model" gets, where several of a kind are served
     default_chat_model: str | None = None
     default_embeddings_model: str | None = None
+    limits: Limits = field(default_factory=Limits)

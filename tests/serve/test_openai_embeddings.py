@@ -85,3 +85,23 @@ def test_embedding_export_is_also_served_over_kserve(server: Server) -> None:
     openai_vec = openai.OpenAI(base_url=server.url + "/v1", api_key="x").embeddings.create(
         model="tiny-embed", input=[2, 10, 11, 3]).data[0].embedding
     np.testing.assert_allclose(served[0], openai_vec, atol=1e-5)
+
+
+def test_embeddings_count_in_the_kserve_statistics(client: openai.OpenAI, server: Server) -> None:
+    """/v1/embeddings requests are the model's inferences too: tritonclient's statistics see them."""
+    import tritonclient.http as httpclient
+
+    triton = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+
+    def stats() -> dict[str, int]:
+        (s,) = triton.get_inference_statistics("tiny-embed")["model_stats"]
+        return {"inferences": int(s["inference_count"]), "ok": int(s["inference_stats"]["success"]["count"]),
+                "failed": int(s["inference_stats"]["fail"]["count"])}
+
+    before = stats()
+    client.embeddings.create(model="tiny-embed", input=["one text", "two texts", "three"])
+    with pytest.raises(openai.BadRequestError):  # too long: refused by the model's batch, so it counts as failed
+        client.embeddings.create(model="tiny-embed", input=["paris " * 200])
+    after = stats()
+    assert after["inferences"] - before["inferences"] == 3
+    assert (after["ok"] - before["ok"], after["failed"] - before["failed"]) == (1, 1)

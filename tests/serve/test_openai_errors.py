@@ -116,6 +116,20 @@ def test_500_without_traceback(broken_embedder: Server) -> None:
     assert httpx.post(url, json={"input": [[2, 5, 6, 3]]}).status_code == 200  # and it keeps serving
 
 
+def test_a_500_keeps_the_connection_open(broken_embedder: Server) -> None:
+    """After an internal error the client's next request on the same keep-alive connection is answered."""
+    with httpx.Client(base_url=broken_embedder.url, timeout=30) as client:
+        streams = []
+
+        def remember(response: httpx.Response) -> None:
+            streams.append(response.extensions["network_stream"])
+
+        client.event_hooks["response"] = [remember]
+        assert client.post("/v1/embeddings", json={"input": [[2, 5, 3]]}).status_code == 500
+        assert client.post("/v1/embeddings", json={"input": [[2, 5, 6, 3]]}).status_code == 200
+    assert streams[0] is streams[1]  # one connection for both
+
+
 def generated_tokens(server: Server) -> float:
     text = httpx.get(server.url + "/metrics").text
     m = re.search(r'onnxkit_generated_tokens_total\{model="tiny-chat",version="1"\} ([0-9.e+]+)', text)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from onnxkit.errors import OnnxkitError
-from onnxkit.settings import DEFAULT_MODELS, ServerSettings
+from onnxkit.errors import InvalidRequest, OnnxkitError
+from onnxkit.settings import DEFAULT_MODELS, Limits, ServerSettings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="an idle chat engine waits while requests keep arriving this close together "
                         "(30 ms at most) so that a burst shares one batch; 0 starts at once")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                   help="raise or lower a per-request bound (repeatable); " + ", ".join(
+                       f"{f}={getattr(Limits(), f)}" for f in Limits.names()) + " (docs/limits.md)")
     p.add_argument("--default-chat-model", metavar="NAME",
                    help="the chat model a request without \"model\" gets, where several are served")
     p.add_argument("--default-embeddings-model", metavar="NAME",
@@ -59,7 +62,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
+    try:
+        limits = Limits().with_values(args.limit)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
     return ServerSettings(
+        limits=limits,
         host=args.host,
         port=args.port,
         api_key=args.api_key or None,

@@ -88,6 +88,8 @@ def load(hf_dir: Path, task: str, pooling: str | None) -> Loaded:
         names = tuple(n for n in names if n != "token_type_ids")
     mode = pooling_mode(hf_dir, pooling)
     card: JSON = {"max_length": max_length_of(hf_dir, tokenizer, config)}
+    if getattr(config, "vocab_size", None):
+        card["vocab_size"] = int(config.vocab_size)  # the ids the graph embeds: the server checks token ids by it
     if task == "pooling":
         card.update(pooling=mode, normalize=True)
     if spec.name in ("text-classification", "zero-shot-classification", "token-classification"):

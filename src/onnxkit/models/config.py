@@ -190,7 +190,18 @@ def _labels(data: Mapping[str, Any], folder: Path | None, what: str) -> tuple[st
 def parse_model_config(
     data: Mapping[str, Any], *, name: str, where: str, folder: Path | None = None
 ) -> ModelConfig:
-    """A validated ModelConfig from a parsed YAML/JSON mapping."""
+    """A validated ModelConfig from a parsed YAML/JSON mapping; any value of the wrong type is a SupplyError
+    naming the file, so a bad config makes its model UNAVAILABLE instead of stopping the server."""
+    try:
+        return _parse(data, name=name, where=where, folder=folder)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise SupplyError(f"{where}: a value has the wrong type or form ({exc})") from exc
+
+
+BATCHING_KEYS = {"max_queue_delay_microseconds", "max_queue_delay_ms", "max_queue_size", "pad_variable_dims"}
+
+
+def _parse(data: Mapping[str, Any], *, name: str, where: str, folder: Path | None) -> ModelConfig:
     unknown = set(data) - _KEYS
     if unknown:
         raise SupplyError(f"{where}: unknown keys {sorted(unknown)}; known keys: {', '.join(sorted(_KEYS))}")
@@ -208,6 +219,11 @@ def parse_model_config(
     enabled: bool | None = None
     if isinstance(batching, Mapping):
         enabled = True
+        extra = set(batching) - BATCHING_KEYS
+        if extra:
+            raise SupplyError(
+                f"{where}: dynamic_batching has unknown keys {sorted(extra)}; known: {', '.join(sorted(BATCHING_KEYS))}"
+            )
         if "max_queue_delay_microseconds" in batching:
             delay_ms = (
                 _int(batching["max_queue_delay_microseconds"], f"{where}: max_queue_delay_microseconds")
@@ -217,9 +233,13 @@ def parse_model_config(
             delay_ms = float(batching["max_queue_delay_ms"])
         if "max_queue_size" in batching:
             queue_size = _int(batching["max_queue_size"], f"{where}: dynamic_batching.max_queue_size")
-        pad = bool(batching.get("pad_variable_dims", False))
+        pad = batching.get("pad_variable_dims", False)
+        if not isinstance(pad, bool):
+            raise SupplyError(f"{where}: dynamic_batching.pad_variable_dims is {pad!r}; expected true or false")
+    elif isinstance(batching, bool):
+        enabled = batching
     elif batching is not None:
-        enabled = bool(batching)
+        raise SupplyError(f"{where}: dynamic_batching is {batching!r}; expected a mapping, true or false")
     mbs = data.get("max_batch_size")
     providers = data.get("execution_providers") or ()
     if isinstance(providers, str):

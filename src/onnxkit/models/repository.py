@@ -108,7 +108,8 @@ def scan(options: RepositoryOptions) -> dict[str, Entry]:
             log.error("model repository %s is not a folder", root)
             continue
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            entries[folder.name] = read_entry(folder.name, folder)
+            if _claimed(entries, folder.name, folder):
+                entries[folder.name] = read_entry(folder.name, folder)
     for path in options.config_files:
         try:
             configs = read_config_file(path)
@@ -117,8 +118,20 @@ def scan(options: RepositoryOptions) -> dict[str, Entry]:
             continue
         for cfg in configs:
             assert cfg.base_path is not None
-            entries[cfg.name] = read_entry(cfg.name, cfg.base_path, cfg)
+            if _claimed(entries, cfg.name, cfg.base_path):
+                entries[cfg.name] = read_entry(cfg.name, cfg.base_path, cfg)
     return entries
+
+
+def _claimed(entries: dict[str, Entry], name: str, folder: Path) -> bool:
+    """Whether ``name`` is still free; two models of one name are never merged or silently replaced."""
+    if name in entries:
+        log.warning(
+            "model %r in %s has the name of the model in %s: serving that one and refusing this one; rename "
+            "one of them", name, folder, entries[name].folder,
+        )  # fmt: skip
+        return False
+    return True
 
 
 def options_from(settings: ServerSettings) -> RepositoryOptions:

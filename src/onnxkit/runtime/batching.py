@@ -5,7 +5,9 @@ texts) or the oldest request has waited ``max_delay_ms``, runs the batch in a
 worker thread, and resolves each request's future. Requests cancelled while
 queued are skipped; a full queue answers ``Overloaded`` (429) instead of growing.
 Items may carry a group key: only items with the same key are batched together
-(tensors whose shapes cannot be padded together).
+(tensors whose shapes cannot be padded together). A merged batch that fails is run again
+item by item, so that only the request that caused the failure fails: one bad item never
+costs the requests it was merged with.
 """
 
 from __future__ import annotations
@@ -159,16 +161,9 @@ class Batcher(Generic[T, R]):
         started = time.perf_counter()
         items = [p.item for p in batch]
         recent = self._recent_compute
-        try:
-            if recent is not None and recent < self.inline_below:
-                results = self._run_batch(items)
-            else:
-                results = await asyncio.to_thread(self._run_batch, items)
-        except Exception as exc:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
+        inline = recent is not None and recent < self.inline_below
+        run = self._apart_on_failure
+        results = run(items) if inline else await asyncio.to_thread(run, items)
         compute = time.perf_counter() - started
         self._recent_compute = compute if recent is None else 0.8 * recent + 0.2 * compute
         for p, r in zip(batch, results, strict=True):
@@ -187,6 +182,21 @@ class Batcher(Generic[T, R]):
                     compute_seconds=compute,
                 )
             )
+
+    def _apart_on_failure(self, items: list[T]) -> Sequence[R | BaseException]:
+        """The batch's results; if the merged run fails, each item run alone (its own result or error)."""
+        try:
+            return self._run_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+        out: list[R | BaseException] = []
+        for item in items:
+            try:
+                out.extend(self._run_batch([item]))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     async def close(self) -> None:
         self._closed = True

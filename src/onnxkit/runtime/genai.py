@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxkit.errors import InternalError, MissingDependency, Overloaded
+from onnxkit.errors import InternalError, MissingDependency, ModelUnavailable, Overloaded
 
 # onnxruntime-genai's static scheduler (CPU) runs at most 4 requests in a batch, whatever
 # engine.static_batching.max_batch_size says (that sizes only its sampler), and admits no one until
@@ -57,7 +57,7 @@ class Delta:
     index: int  # which of a request's generations (its ``n`` choices, its prompts) it belongs to
     text: str
     token: int | None
-    finish: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    finish: str | None = None  # "stop" | "length" | "cancelled" | "error" | "unloaded"
     prompt_tokens: int = 0
     generated_tokens: int = 0
 
@@ -136,6 +136,8 @@ class GenaiEngine:
 
     def submit(self, jobs: Sequence[tuple[list[int], Sampling]], deltas: asyncio.Queue[Delta]) -> list[Stream]:
         """All of one request's generations, or none of them: a request refused leaves nothing running."""
+        if self._closed:
+            raise ModelUnavailable("the model is being unloaded; retry")
         waiting = self._inbox.qsize()  # not yet taken up by the engine thread
         if waiting + len(jobs) > self.max_queue:
             raise Overloaded(
@@ -167,6 +169,16 @@ class GenaiEngine:
         finally:
             self._ready.set()
         self._loop()
+        # Closed (the model is unloaded): every stream still running, or still in the inbox, ends now.
+        while True:
+            try:
+                kind, stream = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "add" and stream is not None:
+                self._finish(stream, "unloaded")
+        for stream in [*self._by_request.values(), *self._seeded]:
+            self._finish(stream, "unloaded")
         del self.events, self.engine  # released on their owner thread
 
     def _loop(self) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -30,7 +30,8 @@ from onnxkit.runtime.metrics import Metrics
 from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, tfserving_http
 from onnxkit.serve.access_log import AccessLog
 from onnxkit.serve.errors import describe_validation, error_body
-from onnxkit.serve.middleware import ASGIApp, CancelOnDisconnect, Guard
+from onnxkit.serve.http import install_openapi
+from onnxkit.serve.middleware import ASGIApp, CancelOnDisconnect, Guard, Shield
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
 from onnxkit.tasks import loader
@@ -81,7 +82,24 @@ def make_services(state: AppState) -> list[Service]:
     return services
 
 
-def create_state(settings: ServerSettings) -> AppState:
+def unique_names(models: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Two models of one name are never merged: the later ones are renamed ``NAME-2``, ``NAME-3``... with a warning."""
+    seen: set[str] = set()
+    out = []
+    for spec in models:
+        name, k = spec.name, 1
+        while name in seen:
+            k += 1
+            name = f"{spec.name}-{k}"
+        if name != spec.name:
+            log.warning("two models are named %r; serving %s as %r", spec.name, spec.path, name)
+            spec = replace(spec, name=name)
+        seen.add(name)
+        out.append(spec)
+    return out
+
+
+def create_state(settings: ServerSettings, reserved: frozenset[str] = frozenset()) -> AppState:
     metrics = Metrics()
     models = make_models(settings, metrics)
     controller = None
@@ -89,12 +107,13 @@ def create_state(settings: ServerSettings) -> AppState:
         from onnxkit.models.repository import options_from
         from onnxkit.tasks.control import Controller
 
-        controller = Controller(options_from(settings), models)
+        controller = Controller(options_from(settings), models, reserved)
     return AppState(settings, models, DataPlane(models, controller), metrics)
 
 
 def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI:
-    state = create_state(settings)
+    models = unique_names(models)
+    state = create_state(settings, frozenset(m.name for m in models))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,6 +137,7 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
     )
     app.state.onnxkit = state
     add_error_handlers(app)
+    install_openapi(app)
 
     @app.get("/health", tags=["health"])
     async def health() -> Response:
@@ -174,7 +194,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
 def wrap(app: FastAPI, settings: ServerSettings) -> ASGIApp:
     state: AppState = app.state.onnxkit
-    inner = CancelOnDisconnect(kserve_http.InferEndpoint(app, state))
+    inner = CancelOnDisconnect(kserve_http.InferEndpoint(Shield(app), state))
     guarded = Guard(inner, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     # Outermost, so rejected requests (401, 413) are logged too.
     return AccessLog(guarded, json_lines=settings.log_json) if settings.access_log else guarded

@@ -7,6 +7,7 @@ it); inputs may be typed ``contents`` or ``raw_input_contents``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,9 @@ from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import datatype_of, from_bytes, from_json, to_bytes
 from onnxkit.serve._proto import grpc_service_pb2 as pb
 from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
+from onnxkit.serve.http import PARSE_INLINE_BYTES
 from onnxkit.serve.state import AppState
+from onnxkit.settings import Limits
 from onnxkit.tasks.dataplane import InferRequest, RequestedOutput, classification_count
 from onnxkit.types import Array
 
@@ -87,14 +90,29 @@ def _param(p: pb.InferParameter) -> Any:
     return getattr(p, which) if which else None
 
 
-def decode_inputs(request: pb.ModelInferRequest) -> dict[str, Array]:
+REQUEST_PARAMETERS: set[str] = set()
+INPUT_PARAMETERS: set[str] = set()
+OUTPUT_PARAMETERS = {"classification"}
+
+
+def _check_parameters(params: Any, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidRequest(f"{where} has unsupported parameter(s) {unknown}; supported: {sorted(allowed)}")
+
+
+def decode_request(request: pb.ModelInferRequest, limits: Limits) -> InferRequest:
     try:
-        return _decode(request)
+        _check_parameters(request.parameters, REQUEST_PARAMETERS, "the request")
+        inputs = _decode(request, limits)
     except OnnxkitError as exc:
-        raise InvalidRequest(f"model {request.model_name!r}: {exc.message}") from exc
+        raise exc.within(f"model {request.model_name!r}") from exc
+    return InferRequest(
+        request.model_name, inputs, request.model_version or None, requested_outputs(request), request.id
+    )
 
 
-def _decode(request: pb.ModelInferRequest) -> dict[str, Array]:
+def _decode(request: pb.ModelInferRequest, limits: Limits) -> dict[str, Array]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(
@@ -102,8 +120,11 @@ def _decode(request: pb.ModelInferRequest) -> dict[str, Array]:
         )
     inputs: dict[str, Array] = {}
     for i, tensor in enumerate(request.inputs):
+        _check_parameters(tensor.parameters, INPUT_PARAMETERS, f"input {tensor.name!r}")
+        if tensor.name in inputs:
+            raise InvalidRequest(f"input {tensor.name!r} is sent twice")
         if raw:
-            inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, list(tensor.shape), raw[i])
+            inputs[tensor.name] = from_bytes(tensor.name, tensor.datatype, list(tensor.shape), raw[i], limits)
             continue
         field = CONTENTS.get(tensor.datatype)
         if field is None:
@@ -112,13 +133,14 @@ def _decode(request: pb.ModelInferRequest) -> dict[str, Array]:
                 "send it in raw_input_contents"
             )
         data = list(getattr(tensor.contents, field))
-        inputs[tensor.name] = from_json(tensor.name, tensor.datatype, list(tensor.shape), data)
+        inputs[tensor.name] = from_json(tensor.name, tensor.datatype, list(tensor.shape), data, limits)
     return inputs
 
 
 def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
     out = []
     for o in request.outputs:
+        _check_parameters(o.parameters, OUTPUT_PARAMETERS, f"output {o.name!r}")
         k = 0
         if "classification" in o.parameters:
             k = classification_count(_param(o.parameters["classification"]), o.name)
@@ -177,13 +199,11 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        infer = InferRequest(
-            request.model_name,
-            decode_inputs(request),
-            request.model_version or None,
-            requested_outputs(request),
-            request.id,
-        )
+        limits = self.state.settings.limits
+        if request.ByteSize() > PARSE_INLINE_BYTES:  # decoding grows with the tensors: off the event loop
+            infer = await asyncio.to_thread(decode_request, request, limits)
+        else:
+            infer = decode_request(request, limits)
         result = await self.state.plane.infer(infer)
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.version, id=request.id)
         for name, array in result.outputs.items():
@@ -235,18 +255,20 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 class GrpcServer:
     """Started and stopped with the app (see ``serve.app.make_services``)."""
 
-    def __init__(self, state: AppState, host: str, port: int, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(self, state: AppState, host: str, port: int) -> None:
         self.state = state
         self.host = host
         self.port = port
-        self.max_message_bytes = max_message_bytes
+        # a request is held to the HTTP body limit; gRPC refuses a larger one before reading it
+        self.max_receive_bytes = state.settings.max_body_bytes
+        self.max_send_bytes = 256 * 1024 * 1024
         self._server: aio.Server | None = None
 
     async def start(self) -> None:
         state = self.state
         options = [
-            ("grpc.max_receive_message_length", self.max_message_bytes),
-            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_receive_bytes),
+            ("grpc.max_send_message_length", self.max_send_bytes),
             ("grpc.so_reuseport", 0),  # a busy port must fail loudly, not be shared
         ]
         server = aio.server(options=options)

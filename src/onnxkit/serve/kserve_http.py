@@ -9,6 +9,7 @@ and routing layers (~0.1 ms a request, a fifth of the latency budget).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -21,9 +22,10 @@ from starlette.responses import Response
 
 from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import datatype_of, from_bytes, from_json, to_bytes, to_json_data
-from onnxkit.serve.http import app_state, json_response, parse_json
+from onnxkit.serve.http import PARSE_INLINE_BYTES, app_state, json_response, parse_json
 from onnxkit.serve.middleware import ASGIApp, Receive, Scope, Send, send_error
 from onnxkit.serve.state import AppState
+from onnxkit.settings import Limits
 from onnxkit.tasks.dataplane import InferRequest, InferResponse, RequestedOutput, classification_count
 from onnxkit.types import JSON, Array
 
@@ -153,54 +155,92 @@ def split_body(body: bytes, header: str | None) -> tuple[JSON, memoryview]:
     return req, binary
 
 
-def _params(obj: Any) -> dict[str, Any]:
-    params = obj.get("parameters") if isinstance(obj, dict) else None
-    return params if isinstance(params, dict) else {}
+REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
+INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
+OUTPUT_KEYS = {"name", "parameters"}
+REQUEST_PARAMETERS = {"binary_data_output"}
+INPUT_PARAMETERS = {"binary_data_size"}
+OUTPUT_PARAMETERS = {"binary_data", "classification"}
+
+
+def _check_keys(obj: JSON, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InvalidRequest(f"{where} has unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _params(obj: JSON, allowed: set[str], where: str) -> dict[str, Any]:
+    """An object's ``parameters``: a JSON object of parameters onnxkit honours (others are a 400)."""
+    params = obj.get("parameters", {})
+    if not isinstance(params, dict):
+        raise InvalidRequest(f"{where}.parameters is {type(params).__name__}; expected an object")
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidRequest(f"{where}.parameters has unsupported parameter(s) {unknown}; supported: {sorted(allowed)}")
+    return params
+
+
+def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{where}.parameters.{key} is {value!r}; expected true or false")
+    return value
 
 
 def decode_request(
-    name: str, version: str | None, req: JSON, binary: memoryview
+    name: str, version: str | None, req: JSON, binary: memoryview, limits: Limits
 ) -> tuple[InferRequest, dict[str, bool]]:
     """The request, and whether each output goes back as binary ('' holds the default)."""
     try:
-        inputs = _decode_inputs(req, binary)
+        _check_keys(req, REQUEST_KEYS, "the request")
+        inputs = _decode_inputs(req, binary, limits)
     except OnnxkitError as exc:
-        raise InvalidRequest(f"model {name!r}: {exc.message}") from exc
-    binary_default = bool(_params(req).get("binary_data_output", False))
+        raise exc.within(f"model {name!r}") from exc
+    binary_default = _flag(_params(req, REQUEST_PARAMETERS, "the request"), "binary_data_output", False, "the request")
     flags: dict[str, bool] = {"": binary_default}
     outputs: list[RequestedOutput] = []
-    wanted = req.get("outputs")
-    if isinstance(wanted, list):
-        for out in wanted:
-            if not isinstance(out, dict) or "name" not in out:
-                raise InvalidRequest(f"model {name!r}: each requested output needs a 'name'")
-            out_name = str(out["name"])
-            p = _params(out)
-            flags[out_name] = bool(p.get("binary_data", binary_default))
-            k = classification_count(p["classification"], out_name) if "classification" in p else 0
-            outputs.append(RequestedOutput(out_name, k))
+    wanted = req.get("outputs", [])
+    if not isinstance(wanted, list):
+        raise InvalidRequest(f"model {name!r}: 'outputs' is {type(wanted).__name__}; expected a list")
+    for i, out in enumerate(wanted):
+        where = f"outputs[{i}]"
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise InvalidRequest(f"model {name!r}: {where} needs a 'name' string")
+        _check_keys(out, OUTPUT_KEYS, where)
+        p = _params(out, OUTPUT_PARAMETERS, where)
+        flags[out["name"]] = _flag(p, "binary_data", binary_default, where)
+        k = classification_count(p["classification"], out["name"]) if "classification" in p else 0
+        outputs.append(RequestedOutput(out["name"], k))
     return InferRequest(name, inputs, version, outputs, req.get("id")), flags
 
 
-def _decode_inputs(req: JSON, binary: memoryview) -> dict[str, Array]:
+def _decode_inputs(req: JSON, binary: memoryview, limits: Limits) -> dict[str, Array]:
     items = req.get("inputs")
     if not isinstance(items, list) or not items:
         raise InvalidRequest("the request has no 'inputs' list")
     inputs: dict[str, Array] = {}
     offset = 0
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or "name" not in item or "datatype" not in item or "shape" not in item:
-            raise InvalidRequest(f"inputs[{i}] needs 'name', 'datatype' and 'shape'")
-        name = str(item["name"])
-        size = _params(item).get("binary_data_size")
+        where = f"inputs[{i}]"
+        if not isinstance(item, dict) or not {"name", "datatype", "shape"} <= set(item):
+            raise InvalidRequest(f"{where} needs 'name', 'datatype' and 'shape'")
+        _check_keys(item, INPUT_KEYS, where)
+        name = item["name"]
+        if not isinstance(name, str):
+            raise InvalidRequest(f"{where}.name is {name!r}; expected a string")
+        if name in inputs:
+            raise InvalidRequest(f"input {name!r} is sent twice")
+        size = _params(item, INPUT_PARAMETERS, where).get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or offset + size > len(binary):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 remain = len(binary) - offset
-                raise InvalidRequest(f"input {name!r} claims binary_data_size {size}; {remain} bytes remain")
-            inputs[name] = from_bytes(name, item["datatype"], item["shape"], binary[offset : offset + size])
+                raise InvalidRequest(f"input {name!r} claims binary_data_size {size!r}; {remain} bytes remain")
+            if "data" in item:
+                raise InvalidRequest(f"input {name!r} has both 'data' and a binary_data_size parameter; send one")
+            inputs[name] = from_bytes(name, item["datatype"], item["shape"], binary[offset : offset + size], limits)
             offset += size
         elif "data" in item:
-            inputs[name] = from_json(name, item["datatype"], item["shape"], item["data"])
+            inputs[name] = from_json(name, item["datatype"], item["shape"], item["data"], limits)
         else:
             raise InvalidRequest(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
     if offset != len(binary):
@@ -232,6 +272,13 @@ def encode_response(response: InferResponse, binary: dict[str, bool]) -> tuple[b
     }
 
 
+def _decode(
+    name: str, version: str | None, body: bytes, header: str | None, limits: Limits
+) -> tuple[InferRequest, dict[str, bool]]:
+    req, binary = split_body(body, header)
+    return decode_request(name, version, req, binary, limits)
+
+
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
@@ -258,10 +305,19 @@ class InferEndpoint:
         header = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"inference-header-content-length"), None
         )
+        body = b"".join(chunks)
+        limits = self.state.settings.limits
         try:
-            req, binary = split_body(b"".join(chunks), header)
-            request, flags = decode_request(match[1], match[2], req, binary)
-            content, headers = encode_response(await self.state.plane.infer(request), flags)
+            # decoding and encoding grow with the tensors: a large body is done in a worker thread
+            if len(body) > PARSE_INLINE_BYTES:
+                request, flags = await asyncio.to_thread(_decode, match[1], match[2], body, header, limits)
+            else:
+                request, flags = _decode(match[1], match[2], body, header, limits)
+            response = await self.state.plane.infer(request)
+            if sum(a.nbytes for a in response.outputs.values()) > PARSE_INLINE_BYTES:
+                content, headers = await asyncio.to_thread(encode_response, response, flags)
+            else:
+                content, headers = encode_response(response, flags)
         except OnnxkitError as exc:
             await send_error(scope, send, exc)
             return

@@ -1,6 +1,9 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it costs latency on every request).
 
 - ``Guard``: the API key and the request body limit, chunked bodies included.
+- ``Shield``: an exception that escapes a route never reaches the server: it is answered as a 500 in the
+  protocol's shape (or, when the answer was already sent, only logged), so the connection stays open for
+  the client's next request.
 - ``CancelOnDisconnect``: the one disconnect rule for every route. Once a request's body is read,
   a client that goes away cancels the request's task wherever it waits (a batch queue, an engine
   stream, a worker), so no work runs for nobody.
@@ -10,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from onnxkit.errors import OnnxkitError, PayloadTooLarge, Unauthorized
+from onnxkit.errors import InternalError, OnnxkitError, PayloadTooLarge, Unauthorized
 from onnxkit.serve.errors import error_bytes
 
 Scope = MutableMapping[str, Any]
@@ -22,6 +26,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger("onnxkit.server")
 OPEN_PATHS = ("/health", "/v2/health", "/metrics", "/docs", "/openapi.json", "/redoc")
 
 
@@ -149,3 +154,30 @@ class CancelOnDisconnect:
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+class Shield:
+    """Nothing a route raises reaches the server (which would close the connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:  # answered already (FastAPI's last-resort handler re-raises after its 500)
+                return
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            await send_error(scope, send, InternalError("internal error; see the server log"))

@@ -19,12 +19,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError
+from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError, PayloadTooLarge
 from onnxkit.runtime.genai import Sampling
 from onnxkit.serve.errors import openai_body
-from onnxkit.serve.http import app_state, json_response
+from onnxkit.serve.http import app_state, body_of, json_response, read_body
 from onnxkit.serve.openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest, Sampled
-from onnxkit.tasks.chat import ChatModel, Piece
+from onnxkit.tasks.chat import ChatModel, Piece, check_stops
 from onnxkit.tasks.dataplane import VersionStatus, model_version_status
 from onnxkit.tasks.models import Model, Models
 
@@ -101,6 +101,8 @@ class TextShape:
 
 
 Shape = ChatShape | TextShape
+# OpenAI's /v1/completions generates 16 tokens when max_tokens is not given (chat: up to the context)
+COMPLETION_DEFAULT_TOKENS = 16
 
 
 def _sampling(model: ChatModel, prompt: list[int], body: Sampled, max_tokens: int | None, i: int) -> Sampling:
@@ -119,12 +121,22 @@ def _sse(body: Any) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+def _check_generations(count: int, model: ChatModel) -> None:
+    bound = model.limits.max_generations
+    if count > bound:
+        raise PayloadTooLarge(
+            f"the request asks for {count} generations (prompts x n); at most {bound} per request "
+            "(the server's --limit max_generations). Send fewer prompts or a smaller n",
+            param="n",
+        )
+
+
 async def respond(
     model: ChatModel, gens: list[Generation], body: Sampled, shape: Shape, prompt_tokens: int
 ) -> Response:
     """Run every generation of one request and answer as one body or as server-sent events."""
     jobs = [(g.prompt, g.sampling) for g in gens]
-    stops = body.stops()
+    stops = check_stops(body.stops(), model.limits)
     head = {"id": f"{shape.id_prefix}{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": model.name, "system_fingerprint": "onnxkit"}  # fmt: skip
 
@@ -173,24 +185,30 @@ async def respond(
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(body: ChatRequest, request: Request) -> Response:
+@router.post("/v1/chat/completions", openapi_extra=body_of(ChatRequest))
+async def chat_completions(request: Request) -> Response:
+    body = await read_body(request, ChatRequest)
     model = app_state(request).models.chat(body.model)
-    prompt = model.chat_prompt([m.model_dump(exclude_none=True) for m in body.messages])
+    _check_generations(body.n, model)
+    prompt = await model.chat_prompt([m.model_dump(exclude_none=True) for m in body.messages])
     max_tokens = body.max_completion_tokens or body.max_tokens
     gens = [Generation(prompt, _sampling(model, prompt, body, max_tokens, i)) for i in range(body.n)]
     return await respond(model, gens, body, ChatShape(), len(prompt))
 
 
-@router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request) -> Response:
+@router.post("/v1/completions", openapi_extra=body_of(CompletionRequest))
+async def completions(request: Request) -> Response:
+    body = await read_body(request, CompletionRequest)
     model = app_state(request).models.chat(body.model)
     texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not texts:
         raise InvalidRequest("prompt is empty; expected a string or a list of strings", param="prompt")
-    prompts = [model.text_prompt(t) for t in texts]
+    _check_generations(len(texts) * body.n, model)
+    params = ["prompt"] if isinstance(body.prompt, str) else [f"prompt[{i}]" for i in range(len(texts))]
+    prompts = [await model.text_prompt(t, param) for t, param in zip(texts, params, strict=True)]
+    max_tokens = COMPLETION_DEFAULT_TOKENS if body.max_tokens is None else body.max_tokens
     gens = [
-        Generation(p, _sampling(model, p, body, body.max_tokens, j), t if body.echo else "")
+        Generation(p, _sampling(model, p, body, max_tokens, j), t if body.echo else "")
         for p, t in zip(prompts, texts, strict=True)
         for j in range(body.n)
     ]
@@ -198,8 +216,9 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 
 # -- embeddings ------------------------------------------------------------------------------------------
-@router.post("/v1/embeddings")
-async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+@router.post("/v1/embeddings", openapi_extra=body_of(EmbeddingRequest))
+async def embeddings(request: Request) -> Response:
+    body = await read_body(request, EmbeddingRequest)
     model = app_state(request).models.embedder(body.model)
     if body.dimensions is not None and body.dimensions != model.dimensions:
         raise InvalidRequest(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onnxkit.errors import InvalidRequest
 from onnxkit.models.folder import Task
-from onnxkit.serve.http import app_state, json_response
+from onnxkit.serve.http import app_state, body_of, json_response, read_body
 
 router = APIRouter(tags=["tasks"])
 
@@ -46,8 +46,9 @@ def _texts(value: str | list[str], param: str) -> list[str]:
     return texts
 
 
-@router.post("/v1/classify")
-async def classify(body: ClassifyRequest, request: Request) -> Response:
+@router.post("/v1/classify", openapi_extra=body_of(ClassifyRequest))
+async def classify(request: Request) -> Response:
+    body = await read_body(request, ClassifyRequest)
     zero_shot = body.candidate_labels is not None
     models = app_state(request).models
     wanted, other = (Task.ZERO_SHOT, Task.TEXT_CLASSIFICATION)[:: 1 if zero_shot else -1]
@@ -91,8 +92,9 @@ async def classify(body: ClassifyRequest, request: Request) -> Response:
     return json_response({"object": "list", "model": name, "data": data, "usage": usage})
 
 
-@router.post("/v1/qa")
-async def qa(body: QARequest, request: Request) -> Response:
+@router.post("/v1/qa", openapi_extra=body_of(QARequest))
+async def qa(request: Request) -> Response:
+    body = await read_body(request, QARequest)
     model = app_state(request).models.answerer(body.model)
     name = model.name
     if isinstance(body.question, str) != isinstance(body.context, str):

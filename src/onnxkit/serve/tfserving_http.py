@@ -8,6 +8,7 @@ OpenAI routes, whose model object carries ``model_version_status`` too (``datapl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -17,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
-from onnxkit.runtime.tensors import datatype_of
-from onnxkit.serve.http import app_state, json_response, parse_json
+from onnxkit.runtime.tensors import b64_text, check_shape, datatype_of
+from onnxkit.serve.http import PARSE_INLINE_BYTES, app_state, json_response, parse_json
+from onnxkit.settings import Limits
 from onnxkit.tasks.dataplane import InferRequest, RequestedOutput, model_version_status
 from onnxkit.tasks.signature import Signature, dims
 from onnxkit.types import JSON, Array
@@ -42,38 +44,54 @@ TF_DTYPES = {
 }
 
 
+PREDICT_KEYS = {"instances", "inputs", "signature_name", "output_filter"}
+
+
 def _version(request: Request) -> str | None:
     v = request.path_params.get("version")
     return str(v) if v is not None else None
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) != {"b64"}:
-            raise InvalidRequest(f'a string value is an object {value!r}; binary values are {{"b64": "..."}}')
-        return base64.b64decode(value["b64"]).decode("utf-8", errors="surrogateescape")
-    if isinstance(value, list):
-        return [_text(v) for v in value]
-    return value
+def _strings_of(value: Any, tensor: str) -> tuple[list[int], list[str]]:
+    """A nested list of strings (or ``{"b64": ...}``) as (shape, row-major strings); ragged is a 400."""
+    if not isinstance(value, list):
+        if isinstance(value, str):
+            return [], [value]
+        if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+            return [], [b64_text(value["b64"], tensor)]
+        raise InvalidRequest(
+            f"input {tensor!r} is a string tensor; a value is {type(value).__name__} {str(value)[:40]!r}. "
+            'Send strings or {"b64": "..."}'
+        )
+    parts = [_strings_of(v, tensor) for v in value]
+    shapes = {tuple(shape) for shape, _ in parts}
+    if len(shapes) > 1:
+        raise InvalidRequest(f"input {tensor!r}: rows have different shapes {sorted(shapes)[:3]}; rows must be equal")
+    inner = list(shapes.pop()) if shapes else []
+    return [len(value), *inner], [x for _, flat in parts for x in flat]
 
 
-def to_array(model: Signature, name: str, value: Any) -> Array:
+def to_array(model: Signature, name: str, value: Any, limits: Limits) -> Array:
     spec = model.input(name)
     try:
         if spec.dtype == np.object_:
-            array: Array = np.array(_text(value), dtype=object)
-            if any(not isinstance(v, str) for v in array.flat):
-                array = np.array([str(v) for v in array.flat], dtype=object).reshape(array.shape)
-            return array
-        return np.asarray(value, dtype=spec.dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
+            shape, flat = _strings_of(value, name)
+            array: Array = np.empty(len(flat), dtype=object)
+            array[:] = flat
+            array = array.reshape(shape)
+        else:
+            with np.errstate(over="raise", invalid="raise"):
+                array = np.asarray(value, dtype=spec.dtype)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
         raise InvalidRequest(
             f"input {name!r} of model {model.model!r}: values do not form a {datatype_of(spec.dtype)} tensor "
             f"(rows must have equal lengths): {exc}"
         ) from exc
+    check_shape(list(array.shape), tensor=name, limits=limits)
+    return array
 
 
-def _row_inputs(model: Signature, instances: Any) -> dict[str, Array]:
+def _row_inputs(model: Signature, instances: Any, limits: Limits) -> dict[str, Array]:
     if not isinstance(instances, list) or not instances:
         raise InvalidRequest(f"model {model.model!r}: 'instances' must be a non-empty list, one entry per row")
     names = [s.name for s in model.inputs]
@@ -83,25 +101,25 @@ def _row_inputs(model: Signature, instances: Any) -> dict[str, Array]:
             missing = sum(1 for row in instances if name not in row)
             if missing:
                 raise InvalidRequest(f"model {model.model!r}: {missing} instances lack input {name!r}")
-            inputs[name] = to_array(model, name, [row[name] for row in instances])
+            inputs[name] = to_array(model, name, [row[name] for row in instances], limits)
         return inputs
     if len(names) != 1:
         raise InvalidRequest(
             f"model {model.model!r} has {len(names)} inputs ({', '.join(names)}); "
             "each instance must be an object keyed by input name"
         )
-    return {names[0]: to_array(model, names[0], instances)}
+    return {names[0]: to_array(model, names[0], instances, limits)}
 
 
-def _columnar_inputs(model: Signature, value: Any) -> dict[str, Array]:
+def _columnar_inputs(model: Signature, value: Any, limits: Limits) -> dict[str, Array]:
     names = [s.name for s in model.inputs]
     if isinstance(value, dict) and "b64" not in value:
-        return {name: to_array(model, name, v) for name, v in value.items()}
+        return {name: to_array(model, name, v, limits) for name, v in value.items()}
     if len(names) != 1:
         raise InvalidRequest(
             f"model {model.model!r} has {len(names)} inputs ({', '.join(names)}); 'inputs' must be an object"
         )
-    return {names[0]: to_array(model, names[0], value)}
+    return {names[0]: to_array(model, names[0], value, limits)}
 
 
 def _plain(array: Any) -> Any:
@@ -134,20 +152,34 @@ async def predict(request: Request) -> Response:
     name, version = str(request.path_params["model"]), _version(request)
     plane = app_state(request).plane
     sig = plane.signature(name, version)
-    body = await parse_json(await request.body())
+    raw = await request.body()
+    body = await parse_json(raw)
     if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
         raise InvalidRequest(
             f"model {name!r}: the body needs exactly one of 'instances' (row format) or 'inputs' (columnar)"
         )
+    unknown = sorted(set(body) - PREDICT_KEYS)
+    if unknown:
+        raise InvalidRequest(f"model {name!r}: unknown field(s) {unknown}; allowed: {sorted(PREDICT_KEYS)}")
+    if body.get("signature_name", "serving_default") not in ("", "serving_default"):
+        raise InvalidRequest(f"model {name!r} has one signature, 'serving_default'; got {body['signature_name']!r}")
     row = "instances" in body
+    limits = app_state(request).settings.limits
     try:
-        inputs = _row_inputs(sig, body["instances"]) if row else _columnar_inputs(sig, body["inputs"])
+        read = _row_inputs if row else _columnar_inputs
+        value = body["instances" if row else "inputs"]
+        if len(raw) > PARSE_INLINE_BYTES:  # converting grows with the data: off the event loop
+            inputs = await asyncio.to_thread(read, sig, value, limits)
+        else:
+            inputs = read(sig, value, limits)
     except OnnxkitError as exc:
         if exc.message.startswith(("model ", "input ")):
             raise
-        raise InvalidRequest(f"model {name!r}: {exc.message}") from exc
-    wanted = body.get("output_filter")
-    outputs = [RequestedOutput(str(n)) for n in wanted] if isinstance(wanted, list) else []
+        raise exc.within(f"model {name!r}") from exc
+    wanted = body.get("output_filter", [])
+    if not isinstance(wanted, list) or not all(isinstance(n, str) for n in wanted):
+        raise InvalidRequest(f"model {name!r}: 'output_filter' must be a list of output names")
+    outputs = [RequestedOutput(n) for n in wanted]
     result = (await plane.infer(InferRequest(name, inputs, version, outputs))).outputs
     if row:
         if len(result) == 1:

@@ -9,17 +9,42 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from onnxkit.errors import InternalError, InvalidRequest
+from onnxkit.errors import InternalError, InvalidRequest, ModelUnavailable
 from onnxkit.runtime.genai import Delta, GenaiEngine, Sampling
 from onnxkit.runtime.metrics import Recorder
-from onnxkit.settings import ServerSettings
+from onnxkit.settings import Limits, ServerSettings
+
+T = TypeVar("T")
 
 ROLES = {"system", "user", "assistant", "developer"}
+SEED_RANGE = 2**31
+# Text shorter than this is tokenized on the event loop; longer text in a worker thread.
+ENCODE_INLINE = 16 * 1024
+
+
+async def _sized(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, in a worker thread when ``size`` says the work is large."""
+    return fn(*args) if size < ENCODE_INLINE else await asyncio.to_thread(fn, *args)
+
+
+def check_stops(stops: Sequence[str], limits: Limits) -> list[str]:
+    if len(stops) > limits.max_stop:
+        raise InvalidRequest(
+            f"stop has {len(stops)} strings; at most {limits.max_stop} (the server's --limit max_stop)", param="stop"
+        )
+    for i, s in enumerate(stops):
+        if len(s) > limits.max_stop_chars:
+            raise InvalidRequest(
+                f"stop[{i}] has {len(s)} characters; at most {limits.max_stop_chars} "
+                "(the server's --limit max_stop_chars)",
+                param="stop",
+            )
+    return list(stops)
 
 
 @dataclass(frozen=True)
@@ -55,7 +80,10 @@ class ChatModel:
             on_step=recorder.decode_step,
         )
         self.context_length = self.engine.context_length
-        search = json.loads((path / "genai_config.json").read_text()).get("search", {})
+        self.limits = settings.limits
+        genai_config = json.loads((path / "genai_config.json").read_text())
+        self.vocab_size = int(genai_config.get("model", {}).get("vocab_size") or 2**31 - 1)
+        search = genai_config.get("search", {})
         # Like vLLM, requests that leave sampling unset get the model's own defaults.
         sample = bool(search.get("do_sample", False))
         self.defaults = Defaults(
@@ -70,7 +98,8 @@ class ChatModel:
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
 
-    def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    async def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        """The messages through the chat template, tokenized (in a worker when long)."""
         flat = []
         for i, m in enumerate(messages):
             role = m.get("role")
@@ -82,10 +111,26 @@ class ChatModel:
             flat.append({"role": "system" if role == "developer" else role, "content": _text(m.get("content"), i)})
         if not flat:
             raise InvalidRequest("messages is empty; expected at least one message", param="messages")
-        return self.engine.encode(self.engine.chat_prompt(flat))
+        size = sum(len(m["content"]) for m in flat)
+        return await _sized(size, self._render_and_encode, flat)
 
-    def text_prompt(self, text: str) -> list[int]:
-        return self.engine.encode(text)
+    def _render_and_encode(self, flat: list[dict[str, str]]) -> list[int]:
+        try:
+            text = self.engine.chat_prompt(flat)
+        except Exception as exc:  # the template raised (e.g. roles in an order it refuses)
+            raise InvalidRequest(f"model {self.name!r}'s chat template refused the messages: {exc}",
+                                 param="messages") from exc  # fmt: skip
+        return self._ids(text, "messages")
+
+    async def text_prompt(self, text: str, param: str = "prompt") -> list[int]:
+        """A completion prompt, tokenized (in a worker when long)."""
+        return await _sized(len(text), self._ids, text, param)
+
+    def _ids(self, text: str, param: str) -> list[int]:
+        ids = self.engine.encode(text)
+        if not ids:
+            raise InvalidRequest(f"{param} is empty: it holds no tokens; send some text", param=param)
+        return ids
 
     def sampling(
         self,
@@ -112,8 +157,10 @@ class ChatModel:
             max_new_tokens=min(max_tokens or room, room),  # clamped to the context
             temperature=sample,
             top_p=top_p if top_p is not None else self.defaults.top_p,
-            top_k=top_k if top_k is not None else self.defaults.top_k,
-            seed=seed,
+            # a top_k past the vocabulary keeps every token: the same as none (the runtime refuses it)
+            top_k=min(top_k, self.vocab_size) if top_k is not None else self.defaults.top_k,
+            # onnxruntime-genai takes a 32-bit seed; OpenAI's is 64-bit: the same seed always maps alike
+            seed=None if seed is None else seed % SEED_RANGE,
         )
 
     async def generate(
@@ -147,6 +194,8 @@ class ChatModel:
                 live.discard(i)
                 ok = delta.finish in ("stop", "length")
                 self._recorder.request(ok, time.perf_counter() - started)
+                if delta.finish == "unloaded":
+                    raise ModelUnavailable(f"model {self.name!r} was unloaded while generating; retry")
                 if not ok:
                     raise InternalError(f"generation failed on model {self.name!r}: {delta.text or delta.finish}")
                 prompt_tokens = delta.prompt_tokens or len(stream.prompt)

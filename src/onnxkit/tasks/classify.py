@@ -5,7 +5,7 @@
 
 - text-classification: softmax over the logits, labels from the card's ``id2label``.
 - zero-shot-classification: one NLI pair per (text, candidate label) with premise = text and
-  hypothesis = ``template.format(label)``. Single-label: softmax of the entailment logits across
+  hypothesis = ``template`` with ``{}`` replaced by the label. Single-label: softmax of the entailment logits across
   the labels. Multi-label (or a single candidate label): per label, softmax over
   [contradiction, entailment], the entailment probability.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxkit.errors import SupplyError
+from onnxkit.errors import PayloadTooLarge, SupplyError
 from onnxkit.runtime.metrics import Recorder
 from onnxkit.runtime.ort import OrtSession
 from onnxkit.settings import ServerSettings
@@ -62,6 +62,7 @@ class Classifier(TokenModel):
         return self.task == "zero-shot-classification"
 
     async def classify(self, texts: Sequence[str], top_k: int | None = None) -> Scored:
+        self.check_inputs(len(texts))
         ran = await self.run_pairs([(t, None) for t in texts])
         logits = np.stack([r["logits"] for r in ran.rows]).reshape(len(texts), -1)
         if logits.shape[1] == 1:  # a single-logit regression/binary head: its probability
@@ -74,7 +75,15 @@ class Classifier(TokenModel):
         self, texts: Sequence[str], labels: Sequence[str], template: str, multi_label: bool, top_k: int | None
     ) -> Scored:
         assert self.entailment is not None and self.contradiction is not None
-        hypotheses = [template.format(label) for label in labels]
+        self.check_inputs(len(texts))
+        pairs = len(texts) * len(labels)
+        if pairs > self.limits.max_pairs:
+            raise PayloadTooLarge(
+                f"{len(texts)} texts x {len(labels)} candidate labels make {pairs} pairs; at most "
+                f"{self.limits.max_pairs} per request (the server's --limit max_pairs). Send fewer",
+                param="candidate_labels",
+            )
+        hypotheses = [template.replace("{}", label) for label in labels]
         ran = await self.run_pairs([(t, h) for t in texts for h in hypotheses])
         logits = np.stack([r["logits"] for r in ran.rows]).reshape(len(texts), len(labels), -1)
         entail = logits[..., self.entailment]

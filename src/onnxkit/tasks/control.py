@@ -39,14 +39,23 @@ class Controller:
 
     options: RepositoryOptions
     store: Models
+    reserved: frozenset[str] = frozenset()  # names of models given directly (MODEL arguments): never replaced
     entries: dict[str, Entry] = field(default_factory=dict)
     unloaded: set[str] = field(default_factory=set)  # explicit mode: known but not loaded
     _loaded_prints: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _poller: asyncio.Task[None] | None = None
 
+    async def _scan(self) -> dict[str, Entry]:
+        entries = await asyncio.to_thread(scan, self.options)
+        for name in sorted(set(entries) & self.reserved):
+            log.warning("model %r in the repository has the name of a model given as MODEL: refusing the "
+                        "repository's; rename one of them", name)  # fmt: skip
+            del entries[name]
+        return entries
+
     async def start(self) -> None:
-        self.entries = await asyncio.to_thread(scan, self.options)
+        self.entries = await self._scan()
         wanted = set(self.entries)
         if self.options.control is ModelControl.EXPLICIT and "*" not in self.options.load_at_start:
             wanted &= set(self.options.load_at_start)
@@ -64,7 +73,7 @@ class Controller:
 
     # -- sync ------------------------------------------------------------------------------------------
     async def poll_once(self) -> None:
-        entries = await asyncio.to_thread(scan, self.options)
+        entries = await self._scan()
         async with self._lock:
             for name in sorted(set(self.entries) - set(entries)):
                 await self._unload_all(name)
@@ -144,7 +153,7 @@ class Controller:
 
     async def load(self, name: str) -> None:
         self._check_explicit("load")
-        entries = await asyncio.to_thread(scan, self.options)
+        entries = await self._scan()
         entry = entries.get(name)
         if entry is None:
             known = ", ".join(sorted(entries)) or "none"

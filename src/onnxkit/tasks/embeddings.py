@@ -1,7 +1,9 @@
-"""Embeddings: tokenize → dynamic batcher → onnxruntime → pooled, normalised vectors.
+"""Embeddings: check and tokenize → dynamic batcher → onnxruntime → pooled, normalised vectors.
 
-Concurrent requests are merged by the batcher; inside a merged batch all
-sequences are sorted by length and run in chunks of ``max_batch_size`` so that
+Each request is checked, tokenized and fitted to the model in its own task (in a worker thread when
+it is large) before it joins a batch, so a batch holds only valid sequences; every size it controls
+(inputs, tokens, token ids) is bounded first. Concurrent requests are merged by the batcher; inside a
+merged batch all sequences are sorted by length and run in chunks of ``max_batch_size`` so that
 little padding is computed (padding, not batch size, is the cost on CPU).
 
 A graph with a fused tokenizer (one string input, ``onnxkit export --fuse-tokenizer``) is fed
@@ -13,6 +15,7 @@ ids cannot be fed to it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from onnxkit.errors import InvalidRequest, SupplyError
+from onnxkit.errors import InvalidRequest, PayloadTooLarge, SupplyError
 from onnxkit.export.card import read_card
 from onnxkit.runtime.batching import Batcher
 from onnxkit.runtime.metrics import Recorder
@@ -50,12 +53,18 @@ class _Text:
 
 @dataclass(frozen=True)
 class _Job:
-    texts: Sequence[str] | None
-    ids: list[Ids] | None
-    truncate: bool
+    """One request, checked: its token ids fitted to the model, and its texts for a fused graph."""
+
+    seqs: list[Ids]
+    texts: list[str] | None = None
 
     def __len__(self) -> int:
-        return len(self.texts if self.texts is not None else self.ids or [])
+        return len(self.seqs)
+
+
+# A request with fewer characters (or token ids) than this is prepared on the event loop; a larger one
+# in a worker thread, so that a big request never stalls the others.
+PREPARE_INLINE = 16 * 1024
 
 
 class Embedder:
@@ -79,7 +88,7 @@ class Embedder:
         self.tokenizer = Tokenizer.from_file(str(tok_file))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self.max_length = int(card.get("max_length") or _config_max_length(path) or 512)
+        self.max_length = int(card.get("max_length") or _config_int(path, "max_position_embeddings") or 512)
         self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
         inputs = self.session.info.inputs
         names = {t.name for t in inputs}
@@ -97,8 +106,11 @@ class Embedder:
             )
         self.normalize = bool(card.get("normalize", True))
         self.chunk = settings.max_batch_size
-        # Tokenization runs in the batch thread too, once per merged batch: overlapping it with
-        # onnxruntime's intra-op threads on a small machine stalls them.
+        self.limits = settings.limits
+        # the ids the model embeds: its card's or config's vocabulary (the embedding table), else the tokenizer's
+        self.vocab_size = int(
+            card.get("vocab_size") or _config_int(path, "vocab_size") or self.tokenizer.get_vocab_size(True)
+        )
         self.batcher: Batcher[_Job, Embedded] = Batcher(
             self._embed_batch,
             name=name,
@@ -119,6 +131,57 @@ class Embedder:
     async def close(self) -> None:
         await self.batcher.close()
 
+    async def embed(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> Embedded:
+        started, ok = time.perf_counter(), False
+        try:
+            size = sum(map(len, texts)) if texts is not None else sum(map(len, ids or []))
+            if size < PREPARE_INLINE:
+                job = self.prepare(texts, ids, truncate)
+            else:
+                job = await asyncio.to_thread(self.prepare, texts, ids, truncate)
+            result = await self.batcher.submit(job)
+            ok = True
+        finally:
+            self._recorder.request(ok, time.perf_counter() - started)
+        return result
+
+    def prepare(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> _Job:
+        """A request checked against every bound, tokenized and fitted: what joins a batch."""
+        count = len(texts) if texts is not None else len(ids or [])
+        if count > self.limits.max_inputs:
+            raise PayloadTooLarge(
+                f"input has {count} items; at most {self.limits.max_inputs} per request "
+                "(the server's --limit max_inputs). Split it into several requests",
+                param="input",
+            )
+        if texts is None:
+            if self.fused:
+                raise InvalidRequest(
+                    f"model {self.name!r} tokenizes inside its graph and expects text; send input as a "
+                    "string or a list of strings, not token ids",
+                    param="input",
+                )
+            for i, seq in enumerate(ids or []):
+                if seq and (min(seq) < 0 or max(seq) >= self.vocab_size):
+                    bad = next(t for t in seq if t < 0 or t >= self.vocab_size)
+                    raise InvalidRequest(
+                        f"input[{i}] holds token id {bad}; model {self.name!r} has ids 0 to {self.vocab_size - 1}",
+                        param="input",
+                    )
+            return self._bounded(_Job(self._fit(ids or [], truncate, texts=False)))
+        encoded = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        return self._bounded(_Job(self._fit(encoded, truncate, texts=True), list(texts) if self.fused else None))
+
+    def _bounded(self, job: _Job) -> _Job:
+        tokens = sum(map(len, job.seqs))
+        if tokens > self.limits.max_request_tokens:
+            raise PayloadTooLarge(
+                f"input holds {tokens} tokens; at most {self.limits.max_request_tokens} per request "
+                "(the server's --limit max_request_tokens). Split it into several requests",
+                param="input",
+            )
+        return job
+
     def _fit(self, ids: list[Ids], truncate: bool, texts: bool) -> list[Ids]:
         out = []
         for i, seq in enumerate(ids):
@@ -137,39 +200,10 @@ class Embedder:
             out.append(seq)
         return out
 
-    async def embed(self, texts: Sequence[str] | None, ids: list[Ids] | None, truncate: bool) -> Embedded:
-        started, ok = time.perf_counter(), False
-        try:
-            if ids is not None and self.fused:
-                raise InvalidRequest(
-                    f"model {self.name!r} tokenizes inside its graph and expects text; send input as a "
-                    "string or a list of strings, not token ids",
-                    param="input",
-                )
-            result = await self.batcher.submit(_Job(texts, ids, truncate))
-            ok = True
-        finally:
-            self._recorder.request(ok, time.perf_counter() - started)
-        return result
-
     def _embed_batch(self, jobs: list[_Job]) -> list[Embedded | BaseException]:
-        texts = [t for job in jobs if job.texts is not None for t in job.texts]
-        encoded = iter(e.ids for e in self.tokenizer.encode_batch(texts)) if texts else iter(())
-        fitted: list[list[Ids] | BaseException] = []
-        for job in jobs:
-            raw = [next(encoded) for _ in job.texts] if job.texts is not None else job.ids or []
-            try:
-                fitted.append(self._fit(raw, job.truncate, job.texts is not None))
-            except InvalidRequest as exc:
-                fitted.append(exc)
         if self.fused:
             # The graph gets the texts; the fitted ids only say how many tokens it will embed.
-            items: list[list[_Text] | BaseException] = []
-            for job, f in zip(jobs, fitted, strict=True):
-                if isinstance(f, BaseException):
-                    items.append(f)
-                else:
-                    items.append([_Text(t, len(seq)) for t, seq in zip(job.texts or (), f, strict=True)])
+            items = [[_Text(t, len(seq)) for t, seq in zip(job.texts or (), job.seqs, strict=True)] for job in jobs]
             return run_sorted(
                 items,
                 length=lambda x: x.tokens,
@@ -178,7 +212,7 @@ class Embedder:
                 build=lambda xs, vectors: Embedded(np.stack(vectors), sum(x.tokens for x in xs)),
             )
         return run_sorted(
-            fitted,
+            [job.seqs for job in jobs],
             length=len,
             chunk=self.chunk,
             run_chunk=lambda seqs: list(self._run_chunk(seqs)),
@@ -206,9 +240,9 @@ class Embedder:
         return np.asarray(pooled, dtype=np.float32)
 
 
-def _config_max_length(path: Path) -> int | None:
+def _config_int(path: Path, key: str) -> int | None:
     cfg = path / "config.json"
     if cfg.is_file():
-        value = json.loads(cfg.read_text()).get("max_position_embeddings")
-        return int(value) if value else None
+        value = json.loads(cfg.read_text()).get(key)
+        return int(value) if isinstance(value, int) and value > 0 else None
     return None

@@ -59,6 +59,7 @@ class QuestionAnswerer(TokenModel):
         return found
 
     async def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> Answers:
+        self.check_inputs(len(questions), "question")
         for i, (q, c) in enumerate(zip(questions, contexts, strict=True)):
             if not q.strip():
                 raise InvalidRequest(f"question[{i}] is empty", param="question")

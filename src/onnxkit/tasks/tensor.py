@@ -11,6 +11,7 @@ request that caused it fails.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class TensorModel:
         self.config = config
         self.signature: Signature = signature(session.info, config, name)
         self.batching = self.signature.max_batch_size > 0 and config.dynamic_batching is not False
+        self.max_elements = settings.limits.max_tensor_elements
         self._recorder = recorder
         self._out_public = {g: p for p, g in self.signature.output_source.items()}
         self._recent_compute: float | None = None  # unbatched runs, as in Batcher
@@ -196,40 +198,31 @@ class TensorModel:
         spec = self.session.info.input(graph_name)
         return spec.shape[1:] if spec else ()
 
-    def _run_batch(self, items: list[_Item]) -> list[dict[str, Array] | BaseException]:
+    def _run_batch(self, items: list[_Item]) -> list[dict[str, Array]]:
         t0 = time.perf_counter()
         if len(items) == 1:
             one = self.session.run(items[0].feeds, items[0].outputs)
             self._phases = (0.0, time.perf_counter() - t0, 0.0)
             return [one]
-        try:
-            feeds = {name: _concat([it.feeds[name] for it in items]) for name in items[0].feeds}
-            t1 = time.perf_counter()
-            result = self.session.run(feeds, items[0].outputs)
-        except Exception:
-            # One request made the merged run fail: run them apart, so that only it fails.
-            return [self._run_alone(it) for it in items]
+        padded = sum(it.rows for it in items) * _padded_row(items)
+        if padded > self.max_elements:  # absurd dims: never pad a merged batch past one request's bound
+            raise Unmergeable(f"a merged batch would hold {padded} elements; the bound is {self.max_elements}")
+        feeds = {name: _concat([it.feeds[name] for it in items]) for name in items[0].feeds}
+        t1 = time.perf_counter()
+        result = self.session.run(feeds, items[0].outputs)
         t2 = time.perf_counter()
         total = sum(it.rows for it in items)
-        split: list[dict[str, Array] | BaseException] = [{} for _ in items]
+        split: list[dict[str, Array]] = [{} for _ in items]
         for name, array in result.items():
             start = 0
             for i, it in enumerate(items):
                 # An output without a batch dim: every request sees all of it.
                 batched = bool(array.ndim) and array.shape[0] == total
                 part = array[start : start + it.rows] if batched else array
-                split[i][name] = self._unpad(name, part, dict(it.sizes))  # type: ignore[index]
+                split[i][name] = self._unpad(name, part, dict(it.sizes))
                 start += it.rows
         self._phases = (t1 - t0, t2 - t1, time.perf_counter() - t2)
         return split
-
-    def _run_alone(self, item: _Item) -> dict[str, Array] | BaseException:
-        try:
-            return self.session.run(item.feeds, item.outputs)
-        except OnnxkitError as exc:
-            return exc
-        except Exception as exc:
-            return InvalidRequest(f"model {self.name!r} failed on this request's inputs: {type(exc).__name__}: {exc}")
 
     def _unpad(self, graph_output: str, array: Array, sizes: dict[str, int]) -> Array:
         if not self.config.pad_variable_dims or not sizes:
@@ -256,6 +249,19 @@ class TensorModel:
                     text += f":{labels[idx]}"
                 out[r, j] = text
         return out if scores.ndim > 1 else out[0]
+
+
+class Unmergeable(Exception):
+    """These requests cannot run as one batch; the batcher runs them one by one."""
+
+
+def _padded_row(items: list[_Item]) -> int:
+    """Elements per row once every input is padded to the batch's largest dims (the widest input)."""
+    widest = 0
+    for name in items[0].feeds:
+        dims = [max(it.feeds[name].shape[i] for it in items) for i in range(1, items[0].feeds[name].ndim)]
+        widest = max(widest, math.prod(dims))
+    return widest
 
 
 def _datatype_name(array: Array) -> str:

@@ -8,6 +8,7 @@ recorder with the version's ``TensorModel``, so KServe v2 / TF-Serving keep serv
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from onnxkit.errors import InvalidRequest, SupplyError
+from onnxkit.errors import InvalidRequest, PayloadTooLarge, SupplyError
 from onnxkit.export.card import read_card
 from onnxkit.runtime.batching import Batcher
 from onnxkit.runtime.metrics import Recorder
@@ -26,6 +27,8 @@ from onnxkit.tasks.text_batch import pad, run_sorted
 from onnxkit.types import Array, FloatArray
 
 Pair = tuple[str, str | None]
+# A request with fewer characters is tokenized on the event loop; a larger one in a worker thread.
+PREPARE_INLINE = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class TokenModel:
             if len(t.shape) >= 2 and not (isinstance(t.shape[1], int) and t.shape[1] >= 0)
         }
         self.chunk = max(1, settings.max_batch_size)
-        self.text_batcher: Batcher[list[Pair], Ran] = Batcher(
+        self.limits = settings.limits
+        self.text_batcher: Batcher[list[Encoding], Ran] = Batcher(
             self._run_texts,
             name=name,
             max_batch_cost=self.chunk * 16,
@@ -97,13 +101,30 @@ class TokenModel:
         await self.text_batcher.close()
 
     async def run_pairs(self, pairs: list[Pair]) -> Ran:
+        """Checked, tokenized (in a worker when large) and bounded before it joins a batch."""
         started, ok = time.perf_counter(), False
         try:
-            result = await self.text_batcher.submit(pairs)
+            size = sum(len(a) + len(b or "") for a, b in pairs)
+            encoded = self._encode(pairs) if size < PREPARE_INLINE else await asyncio.to_thread(self._encode, pairs)
+            tokens = sum(len(e.ids) for e in encoded)
+            if tokens > self.limits.max_request_tokens:
+                raise PayloadTooLarge(
+                    f"the request holds {tokens} tokens; at most {self.limits.max_request_tokens} per request "
+                    "(the server's --limit max_request_tokens). Split it into several requests"
+                )
+            result = await self.text_batcher.submit(encoded)
             ok = True
         finally:
             self._recorder.request(ok, time.perf_counter() - started)
         return result
+
+    def check_inputs(self, count: int, param: str = "input") -> None:
+        if count > self.limits.max_inputs:
+            raise PayloadTooLarge(
+                f"{param} has {count} items; at most {self.limits.max_inputs} per request "
+                "(the server's --limit max_inputs). Split it into several requests",
+                param=param,
+            )
 
     def doc_stride(self) -> int:
         """Tokens that overlapping windows of a long input share; 0: a long input is cut, not windowed."""
@@ -124,15 +145,9 @@ class TokenModel:
             ) from exc
         return [w for e in encodings for w in self.windows(e)]
 
-    def _run_texts(self, jobs: list[list[Pair]]) -> list[Ran | BaseException]:
-        encoded: list[list[Encoding] | BaseException] = []
-        for job in jobs:
-            try:
-                encoded.append(self._encode(job))
-            except InvalidRequest as exc:
-                encoded.append(exc)
+    def _run_texts(self, jobs: list[list[Encoding]]) -> list[Ran | BaseException]:
         return run_sorted(
-            encoded, length=lambda e: len(e.ids), chunk=self.chunk, run_chunk=self._run_text_chunk, build=Ran
+            jobs, length=lambda e: len(e.ids), chunk=self.chunk, run_chunk=self._run_text_chunk, build=Ran
         )
 
     def _run_text_chunk(self, encs: list[Encoding]) -> list[dict[str, Array]]:

@@ -1,0 +1,149 @@
+"""A server on the tiny models, a tensor repository and gRPC, with small bounds, for the hardening tests.
+
+Every test here sends a bad request and, alongside it, an innocent one; ``Probe`` checks that the
+innocent one succeeds and that /health stays fast while the bad one is handled.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import psutil
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxkit.serve.app import ModelSpec
+from onnxkit.serve.server import Server
+from onnxkit.settings import Limits
+
+LIMITS = Limits(
+    max_inputs=64, max_request_tokens=2048, max_generations=8, max_pairs=64, max_stop=4, max_stop_chars=32,
+    max_tensor_elements=100_000, max_dims=8,
+)  # fmt: skip
+BODY_LIMIT = 1024 * 1024
+HEALTH_MS = 100.0
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> None:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+def write_repository(root: Path) -> Path:
+    """mlp: x FP32 [N, 4] -> y [N, 3]; pad: x FP32 [N, L] -> y = 2x (pad_variable_dims, batched 50 ms);
+    words: text BYTES [N] -> same (TF-Serving strings)."""
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    _save(helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "w")],
+    ), root / "mlp" / "1" / "model.onnx")  # fmt: skip
+    _save(helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])], "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L"])],
+    ), root / "pad" / "1" / "model.onnx")  # fmt: skip
+    (root / "pad" / "config.yaml").write_text(
+        "max_batch_size: 8\ndynamic_batching: {max_queue_delay_ms: 50, pad_variable_dims: true}\n"
+    )
+    _save(helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])], "words",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["N"])],
+    ), root / "words" / "1" / "model.onnx")  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="package")
+def hard_server(
+    tiny_chat_model: Path,
+    tiny_embed_model: Path,
+    task_exports: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    repo = write_repository(tmp_path_factory.mktemp("hard-repo"))
+    models = [ModelSpec("tiny-chat", tiny_chat_model), ModelSpec("tiny-embed", tiny_embed_model),
+              *(ModelSpec(n, p) for n, p in task_exports.items())]  # fmt: skip
+    with Server(models, port=0, grpc_port=0, repositories=(str(repo),), limits=LIMITS, max_body_bytes=BODY_LIMIT,
+                max_batch_delay_ms=30, access_log=False) as s:  # fmt: skip
+        yield s
+
+
+@dataclass
+class Probe:
+    """While a bad request runs: an innocent request sent alongside, and /health polled every 10 ms."""
+
+    url: str
+    health_ms: list[float]
+    innocent_status: int = 0
+
+
+# The /health poller runs in its own process, so that what it measures is the server, not this process's
+# test threads competing with the in-process server for the GIL.
+POLLER = """
+import sys, time, httpx
+with httpx.Client(base_url=sys.argv[1], timeout=10) as c:
+    c.get("/health")  # the connection is made before timing starts
+    print("ready", flush=True)
+    while True:
+        t0 = time.perf_counter()
+        status = c.get("/health").status_code
+        print(status, (time.perf_counter() - t0) * 1000, flush=True)
+        time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def alongside(hard_server: Server) -> Callable[..., Probe]:
+    def run(bad: Callable[[], object], innocent: Callable[[], httpx.Response] | None = None) -> Probe:
+        probe = Probe(hard_server.url, [])
+        poller = subprocess.Popen([sys.executable, "-c", POLLER, hard_server.url], stdout=subprocess.PIPE, text=True)
+        assert poller.stdout is not None and poller.stdout.readline().strip() == "ready"
+
+        def good() -> None:
+            if innocent is not None:
+                probe.innocent_status = innocent().status_code
+
+        helper = threading.Thread(target=good)
+        helper.start()
+        try:
+            bad()
+        finally:
+            helper.join(timeout=60)
+            time.sleep(0.05)
+            poller.terminate()
+            out, _ = poller.communicate(timeout=30)
+        samples = [line.split() for line in out.splitlines() if line.strip()]
+        assert all(status == "200" for status, _ in samples), samples
+        probe.health_ms = [float(ms) for _, ms in samples]
+        if innocent is not None:
+            assert probe.innocent_status == 200, "the innocent request sent alongside failed"
+        assert probe.health_ms, "/health was never answered"
+        assert max(probe.health_ms) < HEALTH_MS, f"/health took {max(probe.health_ms):.0f} ms"
+        return probe
+
+    return run
+
+
+def rss_mb() -> float:
+    """This process's resident memory (the in-process server's, with the test's)."""
+    return float(psutil.Process(os.getpid()).memory_info().rss) / 2**20
+
+
+def error_of(r: httpx.Response) -> str:
+    body = r.json()
+    err = body["error"]
+    return str(err["message"] if isinstance(err, dict) else err)
