@@ -220,15 +220,18 @@ def test_a_line_the_model_fails_on_is_answered_in_place(tmp_path: Path) -> None:
     assert isinstance(got[1]["error"], str) and got[1]["error"]
 
 
-def test_a_lone_surrogate_goes_to_the_route_as_the_line_wrote_it(tiny_embed_model: Path, tmp_path: Path) -> None:
-    # "\ud800" is valid JSON but no UTF-8 text: it is sent escaped, and the route's answer is the line's
+def test_lines_the_app_cannot_take_are_answered_by_the_route(tiny_embed_model: Path, tmp_path: Path) -> None:
+    # "\ud800" is valid JSON but no UTF-8 text: it is sent escaped, as the line wrote it. A token id past
+    # int64 is valid JSON too. Whatever the route does with them (an exception in the app included), its
+    # answer is the line's, in the route's shape, and the next line is served.
     spec = ModelSpec("tiny-embed-predict", tiny_embed_model)
     src = tmp_path / "in.jsonl"
-    src.write_text('{"input": "\\ud800"}\n{"input": "after it"}\n')
+    src.write_text('{"input": "\\ud800"}\n{"input": [[2, 99999999999999999999]]}\n{"input": "after them"}\n')
     got, ok, failed = run(spec, src, concurrency=1)
-    assert (ok, failed) == (1, 1)
-    assert set(got[0]["error"]) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
-    assert got[1]["object"] == "list"
+    assert (ok, failed) == (1, 2)
+    for row in got[:2]:
+        assert set(row["error"]) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+    assert got[2]["object"] == "list"
 
 
 def mlp_lines(tmp_path: Path, count: int) -> tuple[ModelSpec, Path, np.ndarray]:
