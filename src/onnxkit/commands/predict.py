@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import IO
+from types import FrameType
+
+from onnxkit.errors import OnnxkitError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,36 +19,70 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Each input line is a request body as you would POST it to the model's route "
         "(/v1/embeddings, /v1/chat/completions or /v1/completions, /v1/classify, /v1/qa, or KServe v2 "
         "/v2/models/NAME/infer), or an OpenAI Batch API line {custom_id, method, url, body}. A .txt file "
-        "holds one text per line. Output lines are the responses, in input order. MODEL is a catalog "
-        "name, a folder, an .onnx file, a URL or hf:ORG/NAME (pulled first if missing).",
+        "holds one text per line. Output lines are the responses, in input order; a line that fails gets "
+        "its error in place. MODEL is a catalog name, a folder, an .onnx file, a URL or hf:ORG/NAME "
+        "(pulled first if missing). An interrupted run with --output resumes when run again.",
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--input", "-i", type=Path, required=True, metavar="FILE",
                    help=".jsonl of requests or .txt of texts")
     p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
-                   help="where the responses go (default: standard output); written as FILE.partial, "
-                        "renamed when the run ends")
+                   help="where the responses go (default or '-': standard output, which cannot resume); "
+                        "written as FILE.partial, renamed when the run ends. Run again after an interruption, "
+                        "the same command keeps FILE.partial's lines and goes on from there")
+    p.add_argument("--restart", action="store_true",
+                   help="discard FILE.partial from an interrupted run and start from the first line")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight, merged by the batchers")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
     p.add_argument("--max-batch-size", type=int, default=32, help="rows per onnxruntime run for text models")
+    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                   help="the longest line (a request body); a longer one is answered 413 in place")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from onnxkit.serve import predict_partial
     from onnxkit.serve.predict import predict
     from onnxkit.serve.server import resolve_spec
     from onnxkit.settings import ServerSettings
 
+    output: Path | None = None if args.output in (None, Path("-")) else args.output
+    if output is None and args.restart:
+        raise OnnxkitError("--restart applies to --output FILE; standard output has no partial to resume")
     spec = resolve_spec(args.model)
-    settings = ServerSettings(threads=args.threads, max_batch_size=args.max_batch_size, access_log=False)
-    partial = args.output.with_name(args.output.name + ".partial") if args.output else None
-    with contextlib.ExitStack() as stack:
-        out: IO[str] = stack.enter_context(partial.open("w", encoding="utf-8")) if partial else sys.stdout
-        summary = predict(spec, args.input, out, settings=settings, concurrency=args.concurrency,
+    settings = ServerSettings(threads=args.threads, max_batch_size=args.max_batch_size,
+                              max_body_bytes=args.max_body_bytes, access_log=False)
+    if output is None:
+        summary = predict(spec, args.input, sys.stdout, settings=settings, concurrency=args.concurrency,
                           progress=not args.quiet)
-    if partial is not None:
-        partial.replace(args.output)
-    where = f" -> {args.output}" if args.output else ""
-    print(f"predict {spec.name}: {summary.ok} ok, {summary.failed} failed{where}", file=sys.stderr)
-    return 0 if summary.failed == 0 else 1
+        print(f"predict {spec.name}: {summary.ok} ok, {summary.failed} failed", file=sys.stderr)
+        return 0 if summary.failed == 0 else 1
+
+    out, resumed = predict_partial.open_partial(output, args.input, spec.name, spec.path, restart=args.restart)
+    partial = predict_partial.partial_path(output)
+    if resumed.lines or resumed.dropped_bytes:
+        torn = f"; a torn last line ({resumed.dropped_bytes} bytes) dropped" if resumed.dropped_bytes else ""
+        print(f"predict {spec.name}: resuming {partial}: {resumed.lines} answers kept{torn}", file=sys.stderr)
+    main = threading.current_thread() is threading.main_thread()  # only there can a signal be handled
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None  # SIGTERM stops it as Ctrl-C does
+    try:
+        with out:
+            summary = predict(spec, args.input, out, settings=settings, concurrency=args.concurrency,
+                              progress=not args.quiet, skip=resumed.lines)
+    except KeyboardInterrupt:
+        print(f"\npredict {spec.name}: interrupted; {resumed.lines + out.lines} answers are in {partial}: the "
+              "same command goes on from there (--restart starts over)", file=sys.stderr)
+        return 130
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    predict_partial.finish(output)
+    ok, failed = resumed.ok + summary.ok, resumed.failed + summary.failed
+    kept = f" ({resumed.lines} resumed from {partial.name})" if resumed.lines else ""
+    print(f"predict {spec.name}: {ok} ok, {failed} failed{kept} -> {output}", file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
