@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test check setup models proto proto-check bench clean
+.PHONY: run test check setup models proto proto-check bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,7 +37,11 @@ proto-check: $(STAMP)
 	@if [ -f scripts/gen_proto.py ]; then $(BIN)/python scripts/gen_proto.py --check; fi
 
 bench: models
-	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in bench/bench_*.py; do [ $$b = bench/bench_soak.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# 10 minutes of 64 clients mixing good and bad requests over every protocol (issue 10's targets)
+soak: models
+	$(BIN)/python bench/bench_soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
