@@ -26,6 +26,20 @@ from onnxkit.serve.state import AppState
 PARSE_INLINE_BYTES = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
 BODY_MODELS: dict[str, type[BaseModel]] = {}
+# Routes served outside FastAPI's router (KServe's infer path) or as plain Starlette routes, described in the
+# schema all the same: path -> method -> operation
+EXTRA_PATHS: dict[str, dict[str, Any]] = {}
+
+
+def describe_route(path: str, method: str, model: type[BaseModel], summary: str, parameters: list[str]) -> None:
+    """Put a route that FastAPI does not describe (a Starlette or pure-ASGI endpoint) into ``/openapi.json``."""
+    BODY_MODELS[model.__name__] = model
+    EXTRA_PATHS.setdefault(path, {})[method] = {
+        "summary": summary,
+        "parameters": [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in parameters],
+        **body_of(model),
+        "responses": {"200": {"description": "OK"}, "400": {"description": "a bad request, named"}},
+    }
 
 
 def app_state(request: Request) -> AppState:
@@ -80,6 +94,8 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for path, operations in EXTRA_PATHS.items():
+                schema["paths"].setdefault(path, {}).update(operations)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, model in BODY_MODELS.items():
                 found = model.model_json_schema(ref_template="#/components/schemas/{model}")

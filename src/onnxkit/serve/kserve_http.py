@@ -13,16 +13,17 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import datatype_of, from_bytes, from_json, to_bytes, to_json_data
-from onnxkit.serve.http import PARSE_INLINE_BYTES, app_state, json_response, parse_json
+from onnxkit.serve.http import PARSE_INLINE_BYTES, app_state, describe_route, json_response, parse_json
 from onnxkit.serve.middleware import ASGIApp, Receive, Scope, Send, send_error
 from onnxkit.serve.state import AppState
 from onnxkit.settings import Limits
@@ -277,6 +278,57 @@ def _decode(
 ) -> tuple[InferRequest, dict[str, bool]]:
     req, binary = split_body(body, header)
     return decode_request(name, version, req, binary, limits)
+
+
+class _Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorParameters(_Parameters):
+    binary_data_size: int | None = Field(default=None, ge=0)
+
+
+class KServeTensor(BaseModel):
+    """An input tensor: ``data`` flat or nested, row-major (or binary, with ``binary_data_size``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    shape: list[int]
+    datatype: Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+                      "FP32", "FP64", "BYTES"]  # fmt: skip
+    parameters: TensorParameters | None = None
+    data: list[Any] | None = None
+
+
+class OutputParameters(_Parameters):
+    binary_data: bool | None = None
+    classification: int | None = Field(default=None, ge=0)
+
+
+class KServeOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(_Parameters):
+    binary_data_output: bool | None = None
+
+
+class KServeInferRequest(BaseModel):
+    """KServe v2 ``POST /v2/models/{model}[/versions/{version}]/infer`` (JSON; binary tensors after
+    ``Inference-Header-Content-Length`` bytes). Described for the schema; ``decode_request`` checks it."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    parameters: RequestParameters | None = None
+    inputs: list[KServeTensor] = Field(min_length=1)
+    outputs: list[KServeOutput] | None = None
+
+
+describe_route("/v2/models/{model}/infer", "post", KServeInferRequest, "KServe v2 inference", ["model"])
+describe_route("/v2/models/{model}/versions/{version}/infer", "post", KServeInferRequest,
+               "KServe v2 inference on one version", ["model", "version"])  # fmt: skip
 
 
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")

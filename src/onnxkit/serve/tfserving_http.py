@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.runtime.tensors import b64_text, check_shape, datatype_of
-from onnxkit.serve.http import PARSE_INLINE_BYTES, app_state, json_response, parse_json
+from onnxkit.serve.http import PARSE_INLINE_BYTES, app_state, describe_route, json_response, parse_json
 from onnxkit.settings import Limits
 from onnxkit.tasks.dataplane import InferRequest, RequestedOutput, model_version_status
 from onnxkit.tasks.signature import Signature, dims
@@ -227,6 +228,18 @@ async def metadata(request: Request) -> Response:
         }
     )
 
+
+class PredictRequest(BaseModel):
+    """TF-Serving ``POST /v1/models/{model}:predict``: rows (``instances``) or columns (``inputs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    signature_name: str | None = None
+    instances: list[Any] | None = None
+    inputs: Any = None
+    output_filter: list[str] | None = None
+
+
+describe_route("/v1/models/{model}:predict", "post", PredictRequest, "TF-Serving predict", ["model"])
 
 for _prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):
     router.add_route(_prefix + ":predict", predict, methods=["POST"], include_in_schema=False)
