@@ -304,10 +304,10 @@ def _check_ids(front: onnx.ModelProto, tokenizer: Any, max_length: int, texts: l
         got = dict(zip(names, sess.run(names, {TEXT_INPUT: np.array(batch, dtype=object)}), strict=True))
         for name in names:
             want = np.asarray(enc[name], dtype=np.int64)
-            if got[name].shape != want.shape or not np.array_equal(got[name], want):
-                rows = [i for i in range(len(batch)) if i >= len(got[name]) or i >= len(want)
-                        or not np.array_equal(got[name][i], want[i])]
-                text = batch[rows[0]] if rows else batch[0]
+            if not np.array_equal(got[name], want):
+                # rows padded to another length differ too: name the first text that differs
+                rows = zip(batch, got[name], want, strict=False)
+                text = next((t for t, a, b in rows if not np.array_equal(a, b)), batch[0])
                 raise ParityError(
                     f"the fused tokenizer's {name} differ from the tokenizer's on {text[:80]!r}; "
                     "nothing was written. Export without --fuse-tokenizer"
