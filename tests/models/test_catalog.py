@@ -160,7 +160,7 @@ def test_smollm2_carries_the_gguf_blocks_exactly(smollm: CachedModel, tmp_path: 
     assert card["gguf"]["types"] == {"F32": 61, "Q4_1": 210, "Q8_0": 1}
     assert card["gguf"]["tensors"]["token_embd.weight"] == "Q8_0"
     assert card["gguf"]["tensors"]["blk.29.ffn_down.weight"] == "Q4_1"
-    assert card["gguf"]["graph"]["embedding"] == "GatherBlockQuantized 8-bit from Q8_0"
+    assert card["gguf"]["graph"]["embedding"] == "GatherBlockQuantized 4+4-bit from Q8_0"  # lm_head's bytes
     assert card["parity"]["logits_min_cosine"] >= 0.999 and card["parity"]["next_token_agreement"] == 1.0
 
     # Greedy continuations of the served model against the dequantized float model in PyTorch.

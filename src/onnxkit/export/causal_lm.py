@@ -164,8 +164,9 @@ def build_from_gguf(
     """GGUF → onnxruntime-genai folder in ``out_dir`` computing with the GGUF's own blocks.
 
     ``scratch`` holds the dequantized Hugging Face folder (the builder's input and the parity
-    reference). ``accuracy_level`` None serves each block width at its default (see
-    ``gguf_graph.accuracy_for``); 0 keeps every activation in float32. Returns the card fields.
+    reference). ``accuracy_level`` is MatMulNBits' (None: ``gguf_graph.DEFAULT_ACCURACY``, 0, float32
+    activations; 4 quantizes them to int8 as llama.cpp does: faster, and the gate decides whether
+    the result may be written). Returns the card fields.
     Raises ParityError, leaving ``out_dir`` to the caller to discard, below the gate.
     """
     from onnxkit.export.gguf import GGUFFile, gguf_to_hf

@@ -86,6 +86,19 @@ class Blocks:
         offset = None if self.offset is None else self.offset[order]
         return Blocks(self.type, self.bits, self.block, self.q[order], self.scale[order], self.zero_point, offset)
 
+    def nibbles(self) -> tuple[Blocks, Blocks]:
+        """8-bit codes as two exact 4-bit halves: scale·(q − z) = 16·scale·(hi − z_hi) + scale·(lo − z_lo).
+
+        Every zero point here is a multiple of 16 (0, 16, 32, 128), so z_lo = 0. onnxruntime's CPU has
+        a float32 kernel for 4-bit MatMulNBits only; the halves keep activations in float32 without
+        dequantizing an 8-bit matrix on every call. The offset, if any, travels with ``lo``.
+        """
+        if self.bits != 8 or self.zero_point % 16:
+            raise ValueError(f"{self.type_name}: only 8-bit blocks with a zero point divisible by 16 split")
+        hi = Blocks(self.type, 4, self.block, self.q >> 4, self.scale * 16, self.zero_point >> 4, None)
+        lo = Blocks(self.type, 4, self.block, self.q & 0x0F, self.scale, 0, self.offset)
+        return hi, lo
+
     def dequantize(self) -> Array:
         """float32 [rows, cols], computed as ggml computes it."""
         rows, cols = self.shape
@@ -237,3 +250,37 @@ def decode_float(tensor: str, ggml_type: int, raw: Array, rows: int, cols: int) 
     else:
         raise unsupported(tensor, ggml_type)
     return values.reshape(rows, cols)
+
+
+def packed(blocks: Blocks) -> Array:
+    """MatMulNBits' B: [rows, cols / block, block · bits / 8] uint8."""
+    rows, cols = blocks.shape
+    q: Array = blocks.q.reshape(rows, cols // blocks.block, blocks.block)
+    if blocks.bits == 4:  # MatMulNBits: element 2i in the low nibble, 2i + 1 in the high one
+        packed: Array = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+        return packed
+    return q
+
+
+def zero_points(blocks: Blocks) -> Array | None:
+    """None where MatMulNBits' default zero point (2**(bits − 1)) is the GGUF's."""
+    if blocks.zero_point == 1 << (blocks.bits - 1):
+        return None
+    rows, n_blocks = blocks.scale.shape
+    if blocks.bits == 8:
+        return np.full((rows, n_blocks), blocks.zero_point, np.uint8)
+    return np.full((rows, (n_blocks + 1) // 2), blocks.zero_point | (blocks.zero_point << 4), np.uint8)
+
+
+def concat(parts: list[Blocks]) -> Blocks:
+    """Blocks of the same layout stacked along rows (N): packed Q/K/V become one MatMulNBits."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = None
+    if any(p.offset is not None for p in parts):
+        offsets = np.concatenate(
+            [np.zeros((p.shape[0], p.shape[1] // 32), np.float32) if p.offset is None else p.offset for p in parts]
+        )
+    first = parts[0]
+    q, scale = np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts])
+    return Blocks(first.type, first.bits, first.block, q, scale, first.zero_point, offsets)

@@ -4,8 +4,9 @@ The genai builder lays out the Llama graph (attention, rotary, KV cache, genai_c
 float Hugging Face folder; this module then swaps every weight that the GGUF stores quantized for
 those very blocks, so that onnxruntime computes with the weights llama.cpp computes with:
 
-* each ``MatMul`` → ``MatMulNBits`` (com.microsoft) with the GGUF's codes, scales and zero point;
-  for types with a min (Q4_1, Q5_1, Q4_K, Q5_K) the graph adds the min's share,
+* each ``MatMul`` → ``MatMulNBits`` (com.microsoft) with the GGUF's codes, scales and zero point
+  (8-bit codes as two exact 4-bit halves at accuracy_level 0, see ``Blocks.nibbles``); for types
+  with a min (Q4_1, Q5_1, Q4_K, Q5_K) the graph adds the min's share,
   ``(A summed per 32-block) · offsetᵀ`` (Reshape, ReduceSum, a MatMul of K/32 columns, Add), which
   is exact where a rounded integer zero point is not, and fast where float zero points are not;
 * the token embedding → ``GatherBlockQuantized`` on the same blocks (sharing lm_head's bytes when
@@ -14,6 +15,9 @@ those very blocks, so that onnxruntime computes with the weights llama.cpp compu
 
 The builder's fp32 weights are the dequantized GGUF (via transformers), so every swap is checked:
 the blocks must dequantize to the weight they replace, which catches a changed builder layout.
+Writing the graph ourselves would duplicate the builder's attention/rotary/cache layout and
+genai_config for no gain in exactness; replacing the builder's int4 initializers would tie us to
+its packing and quantizer options, while an fp32 graph has one plain MatMul per weight.
 """
 
 from __future__ import annotations
@@ -29,21 +33,19 @@ from onnx import helper, numpy_helper
 
 from onnxkit.errors import SupplyError
 from onnxkit.export.gguf import GGUFFile, GGUFTensor
-from onnxkit.export.gguf_blocks import LAYOUT, Blocks
+from onnxkit.export.gguf_blocks import LAYOUT, Blocks, concat, packed, zero_points
 from onnxkit.types import JSON, Array
 
 MS = "com.microsoft"
-# MatMulNBits' accuracy_level: 0 keeps activations in float32 (exact to float rounding); 4
-# quantizes them to int8 per block, as llama.cpp's CPU kernels do. Measured on SmolLM2-135M
-# (Q4_1 layers, Q8_0 lm_head): int8 activations in the 4-bit layers drop next-token logits to
-# cosine 0.975 against the float model, below the 0.999 gate, while onnxruntime's float32 4-bit
-# kernel is exact; 8-bit weights have no float32 kernel on CPU (each call dequantizes the whole
-# matrix: ~50x slower), and int8 activations in the 8-bit lm_head alone keep cosine ≥ 0.9998.
-DEFAULT_ACCURACY = {4: 0, 8: 4}
-
-
-def accuracy_for(bits: int, requested: int | None) -> int:
-    return DEFAULT_ACCURACY[bits] if requested is None else requested
+# MatMulNBits' accuracy_level: 0 keeps activations in float32, so the product is the dequantized
+# model's to float rounding; 4 quantizes activations to int8 per block, as llama.cpp's CPU kernels
+# do, and runs ~6x faster on CPU. Measured on SmolLM2-135M (Q4_1 layers, Q8_0 lm_head) against the
+# float model: level 4 drops next-token logits to cosine 0.975 (0.998 with the blocks split to 16),
+# and a Q8_0 lm_head at level 4 alone turns the greedy answer to "What is the capital of France?"
+# from "The capital of France is Paris." into "L'Étoile, la Marseillaise, ..."; llama.cpp itself
+# reaches cosine 0.997 and a different next token on 2 of 7 prompts. The export gate (cosine
+# ≥ 0.999 to the float model) therefore takes level 0; level 4 stays available to callers.
+DEFAULT_ACCURACY = 0
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(attn|mlp)\.(qkv|q|k|v|o|gate|up|down)_proj\.MatMul\.weight")
 _GGUF_NAMES = {
     "q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
@@ -141,39 +143,6 @@ def _check_same(weight: str, builder: Array, decoded: list[Decoded]) -> None:
         )
 
 
-def _packed(blocks: Blocks) -> Array:
-    rows, cols = blocks.shape
-    q: Array = blocks.q.reshape(rows, cols // blocks.block, blocks.block)
-    if blocks.bits == 4:  # MatMulNBits: element 2i in the low nibble, 2i + 1 in the high one
-        packed: Array = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
-        return packed
-    return q
-
-
-def _zero_points(blocks: Blocks) -> Array | None:
-    """None where MatMulNBits' default zero point (2**(bits − 1)) is the GGUF's."""
-    if blocks.zero_point == 1 << (blocks.bits - 1):
-        return None
-    rows, n_blocks = blocks.scale.shape
-    if blocks.bits == 8:
-        return np.full((rows, n_blocks), blocks.zero_point, np.uint8)
-    return np.full((rows, (n_blocks + 1) // 2), blocks.zero_point | (blocks.zero_point << 4), np.uint8)
-
-
-def _concat(parts: list[Blocks]) -> Blocks:
-    """Blocks of the same layout stacked along rows (N): packed Q/K/V become one MatMulNBits."""
-    if len(parts) == 1:
-        return parts[0]
-    offsets = None
-    if any(p.offset is not None for p in parts):
-        offsets = np.concatenate(
-            [np.zeros((p.shape[0], p.shape[1] // 32), np.float32) if p.offset is None else p.offset for p in parts]
-        )
-    first = parts[0]
-    q, scale = np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts])
-    return Blocks(first.type, first.bits, first.block, q, scale, first.zero_point, offsets)
-
-
 def _block_sums(rw: Rewrite, activation: str, k: int) -> str:
     """The activation summed over each block of 32 along K: computed once per activation."""
     if activation not in rw.block_sums:
@@ -190,36 +159,59 @@ def _block_sums(rw: Rewrite, activation: str, k: int) -> str:
     return rw.block_sums[activation]
 
 
-def _matmul_nbits(
-    rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, accuracy: int | None
-) -> None:
+def _nbits_node(rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, accuracy: int) -> str:
+    """One MatMulNBits; returns the stem of its initializers (``{stem}.weight_Q4`` etc.)."""
     rows, cols = blocks.shape
     inputs = [
         activation,
-        rw.init(f"{name}.weight_Q{blocks.bits}", _packed(blocks)),
+        rw.init(f"{name}.weight_Q{blocks.bits}", packed(blocks)),
         rw.init(f"{name}.weight_scales", blocks.scale),
     ]
-    zero_points = _zero_points(blocks)
-    if zero_points is not None:
-        inputs.append(rw.init(f"{name}.weight_zp", zero_points))
-    product = output if blocks.offset is None else f"{name}/MatMulNBits/output_0"
+    zps = zero_points(blocks)
+    if zps is not None:
+        inputs.append(rw.init(f"{name}.weight_zp", zps))
     rw.nodes.append(
         helper.make_node(
-            "MatMulNBits", inputs, [product], name=f"{name}/MatMulNBits", domain=MS,
-            K=cols, N=rows, bits=blocks.bits, block_size=blocks.block,
-            accuracy_level=accuracy_for(blocks.bits, accuracy),
+            "MatMulNBits", inputs, [output], name=f"{name}/MatMulNBits", domain=MS,
+            K=cols, N=rows, bits=blocks.bits, block_size=blocks.block, accuracy_level=accuracy,
         )
     )
     rw.counts[f"MatMulNBits {blocks.bits}-bit"] += 1
+    return name
+
+
+def _matmul_nbits(
+    rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, accuracy: int
+) -> list[tuple[str, Blocks]]:
+    """The nodes computing ``activation · blocksᵀ`` into ``output``; returns (stem, blocks) per MatMulNBits.
+
+    8-bit blocks at accuracy_level 0 run as two exact 4-bit halves (``Blocks.nibbles``); a min per
+    block adds ``(activation summed per 32) · offsetᵀ``.
+    """
+    product = output if blocks.offset is None else f"{name}/product"
+    if blocks.bits == 8 and accuracy == 0:
+        hi, lo = blocks.nibbles()
+        parts = [(_nbits_node(rw, f"{name}/hi", activation, hi, f"{name}/hi/output_0", accuracy), hi)]
+        parts.append((_nbits_node(rw, f"{name}/lo", activation, lo, f"{name}/lo/output_0", accuracy), lo))
+        rw.nodes.append(
+            helper.make_node("Add", [f"{name}/hi/output_0", f"{name}/lo/output_0"], [product], name=f"{name}/Add")
+        )
+        rw.counts["8-bit blocks as two 4-bit halves"] += 1
+    else:
+        parts = [(_nbits_node(rw, name, activation, blocks, product, accuracy), blocks)]
     if blocks.offset is not None:
-        sums = _block_sums(rw, activation, cols)
+        sums = _block_sums(rw, activation, blocks.shape[1])
         mins = rw.init(f"{name}.weight_offsets", np.ascontiguousarray(blocks.offset.T))
         rw.nodes.append(helper.make_node("MatMul", [sums, mins], [f"{name}/offset"], name=f"{name}/offset/MatMul"))
         rw.nodes.append(helper.make_node("Add", [product, f"{name}/offset"], [output], name=f"{name}/offset/Add"))
         rw.counts["offset terms"] += 1
+    return parts
 
 
-def _replace_matmul(rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], accuracy: int | None) -> None:
+def _replace_matmul(
+    rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], accuracy: int
+) -> list[tuple[str, Blocks]]:
+    """Nodes for one builder MatMul; returns its MatMulNBits (stem, blocks) when it is one group."""
     activation, output = node.input[0], node.output[0]
     base = node.name.rsplit("/", 1)[0] or node.name
     groups: list[list[Decoded]] = []
@@ -228,13 +220,13 @@ def _replace_matmul(rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], a
             groups[-1].append(d)
         else:
             groups.append([d])
-    outputs = []
+    outputs, parts = [], []
     for i, group in enumerate(groups):
         name = base if len(groups) == 1 else f"{base}/part{i}"
         out = output if len(groups) == 1 else f"{name}/output_0"
         quantized = [d.blocks for d in group if d.blocks is not None]
         if quantized:
-            _matmul_nbits(rw, name, activation, _concat(quantized), out, accuracy)
+            parts = _matmul_nbits(rw, name, activation, concat(quantized), out, accuracy)
         else:
             weight = rw.init(f"{name}.MatMul.weight", np.concatenate([d.values for d in group]).T)
             rw.nodes.append(helper.make_node("MatMul", [activation, weight], [out], name=f"{name}/MatMul"))
@@ -242,42 +234,54 @@ def _replace_matmul(rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], a
         outputs.append(out)
     if len(groups) > 1:
         rw.nodes.append(helper.make_node("Concat", outputs, [output], name=f"{base}/Concat", axis=-1))
+        return []
+    return parts
 
 
-def _embedding(rw: Rewrite, node: onnx.NodeProto, embed: Decoded, tied_lm_head: str | None) -> str:
-    """Nodes for the token embedding Gather; ``tied_lm_head`` is lm_head's base name when it shares blocks."""
+def _gather(rw: Rewrite, name: str, data: str, ids: str, stem: str, blocks: Blocks, output: str) -> None:
+    inputs = [data, ids, f"{stem}.weight_scales"]
+    if zero_points(blocks) is not None:
+        inputs.append(f"{stem}.weight_zp")
+    rw.nodes.append(
+        helper.make_node(
+            "GatherBlockQuantized", inputs, [output], name=name, domain=MS,
+            bits=blocks.bits, block_size=blocks.block, gather_axis=0, quantize_axis=1,
+        )
+    )
+
+
+def _embedding(rw: Rewrite, node: onnx.NodeProto, embed: Decoded, lm_head: list[tuple[str, Blocks]]) -> str:
+    """Nodes for the token-embedding Gather; ``lm_head`` holds the tied lm_head's MatMulNBits to share."""
     ids, output = node.input[1], node.output[0]
-    blocks = embed.blocks
+    blocks, kind = embed.blocks, embed.part.tensor.type_name
     if blocks is None or blocks.offset is not None:
         # No GatherBlockQuantized form (float tensor, or a min per block): an exact float table.
         table = rw.init("model.embed_tokens.weight", embed.values)
         rw.nodes.append(helper.make_node("Gather", [table, ids], [output], name="/model/embed_tokens/Gather"))
-        return f"float table from {embed.part.tensor.type_name}"
-    rows = blocks.shape[0]
-    if tied_lm_head is not None:  # the same bytes as lm_head's MatMulNBits, viewed as [vocab, bytes]
-        shape = rw.init("/model/embed_tokens/shape", np.array([rows, -1], np.int64))
-        data = "/model/embed_tokens/Reshape/output_0"
+        return f"float table from {kind}"
+    base, rows = "/model/embed_tokens", blocks.shape[0]
+    if not lm_head:  # its own blocks
+        rw.init(f"{base}.weight_Q{blocks.bits}", packed(blocks).reshape(rows, -1))
+        rw.init(f"{base}.weight_scales", blocks.scale)
+        zps = zero_points(blocks)
+        if zps is not None:
+            rw.init(f"{base}.weight_zp", zps)
+        lm_head = [(base, blocks)]
+    # Tied: the very bytes of lm_head's MatMulNBits ([vocab, K/block, bytes] viewed as [vocab, bytes]);
+    # two 4-bit halves of 8-bit blocks gather separately and add up exactly.
+    shape = rw.init(f"{base}/shape", np.array([rows, -1], np.int64))
+    outs = []
+    for i, (stem, part) in enumerate(lm_head):
+        data, out = f"{base}/Reshape{i}/output_0", output if len(lm_head) == 1 else f"{base}/Gather{i}/output_0"
         rw.nodes.append(
-            helper.make_node(
-                "Reshape", [f"{tied_lm_head}.weight_Q{blocks.bits}", shape], [data], name="/model/embed_tokens/Reshape"
-            )
+            helper.make_node("Reshape", [f"{stem}.weight_Q{part.bits}", shape], [data], name=f"{base}/Reshape{i}")
         )
-        inputs = [data, ids, f"{tied_lm_head}.weight_scales"]
-        if _zero_points(blocks) is not None:
-            inputs.append(f"{tied_lm_head}.weight_zp")
-    else:
-        inputs = [rw.init("model.embed_tokens.weight_Q", _packed(blocks).reshape(rows, -1)), ids]
-        inputs.append(rw.init("model.embed_tokens.weight_scales", blocks.scale))
-        zero_points = _zero_points(blocks)
-        if zero_points is not None:
-            inputs.append(rw.init("model.embed_tokens.weight_zp", zero_points))
-    rw.nodes.append(
-        helper.make_node(
-            "GatherBlockQuantized", inputs, [output], name="/model/embed_tokens/GatherBlockQuantized", domain=MS,
-            bits=blocks.bits, block_size=blocks.block, gather_axis=0, quantize_axis=1,
-        )
-    )
-    return f"GatherBlockQuantized {blocks.bits}-bit from {embed.part.tensor.type_name}"
+        _gather(rw, f"{base}/GatherBlockQuantized{i}", data, ids, stem, part, out)
+        outs.append(out)
+    if len(outs) > 1:
+        rw.nodes.append(helper.make_node("Add", outs, [output], name=f"{base}/Add"))
+    bits = "+".join(f"{part.bits}" for _, part in lm_head)
+    return f"GatherBlockQuantized {bits}-bit from {kind}"
 
 
 def _embedding_source(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto], inits: set[str]) -> str | None:
@@ -294,9 +298,10 @@ def _embedding_source(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]
 def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = None) -> JSON:
     """Rewrite ``genai_dir/model.onnx`` (the builder's fp32 graph of ``gguf``) onto the GGUF's blocks.
 
-    ``accuracy_level`` None: each block width at its default (``DEFAULT_ACCURACY``); else that level
-    for every MatMulNBits. Returns what was done, for the model card.
+    ``accuracy_level``: MatMulNBits' (None: ``DEFAULT_ACCURACY``, float32 activations). Returns what
+    was done, for the model card.
     """
+    accuracy = DEFAULT_ACCURACY if accuracy_level is None else accuracy_level
     path = genai_dir / "model.onnx"
     model = onnx.load(str(path))
     graph = model.graph
@@ -309,7 +314,7 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = N
     rw = Rewrite()
     kept: list[onnx.NodeProto] = []
     embed_gather: onnx.NodeProto | None = None
-    lm_head_base: str | None = None
+    lm_head: list[tuple[str, Blocks]] = []
     for node in graph.node:
         if node.op_type == "Gather" and _embedding_source(node, producers, set(weights)) is not None:
             embed_gather = node
@@ -327,10 +332,10 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = N
         decoded = [decode(p) for p in parts]
         _check_same(node.input[1], numpy_helper.to_array(weights[node.input[1]]), decoded)
         start = len(rw.nodes)
-        _replace_matmul(rw, node, decoded, accuracy_level)
+        made = _replace_matmul(rw, node, decoded, accuracy)
         kept.extend(rw.nodes[start:])
-        if node.input[1] == "lm_head.MatMul.weight":
-            lm_head_base = node.name.rsplit("/", 1)[0]
+        if node.input[1] == "lm_head.MatMul.weight" and tied:
+            lm_head = made
     if embed_gather is None:
         raise SupplyError(f"{path} has no token-embedding Gather; the genai builder's layout is not one onnxkit knows")
     embed = decode(Part(gguf.tensors[embed_name]))
@@ -340,14 +345,12 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = N
     # A direct table is [vocab, hidden]; a tied one is lm_head's [hidden, vocab] read through a Transpose.
     _check_same(source, table if source == "lm_head.MatMul.weight" else table.T, [embed])
     start = len(rw.nodes)
-    embedding = _embedding(rw, embed_gather, embed, lm_head_base if tied and embed.blocks is not None else None)
+    embedding = _embedding(rw, embed_gather, embed, lm_head)
     at = kept.index(embed_gather)
     kept[at : at + 1] = rw.nodes[start:]
     _write(model, kept, rw, path)
     return {
-        "accuracy_level": {
-            f"{bits}-bit": accuracy_for(bits, accuracy_level) for bits in (4, 8) if rw.counts[f"MatMulNBits {bits}-bit"]
-        },
+        "accuracy_level": accuracy,
         "embedding": embedding,
         "nodes": dict(sorted(rw.counts.items())),
     }
