@@ -142,6 +142,33 @@ def _card(folder: Path) -> JSON | None:
     return None
 
 
+def read_graph(path: Path) -> onnx.GraphProto:
+    """The graph's structure (nodes, inputs, outputs, initializer names and shapes) without weights.
+
+    For drawings: ``onnx.load(load_external_data=False)`` would read every in-file weight.
+    """
+    model_path = _model_file(path)
+    graph = onnx.GraphProto()
+    with model_path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        span = next((value for number, _, value in _fields(buf, 0, len(buf)) if number == _M_GRAPH), None)
+        if span is None:
+            raise InvalidRequest(f"{model_path} has no graph; is it an ONNX model?")
+        for number, _, value in _fields(buf, *span):
+            raw = bytes(buf[value[0] : value[1]]) if number in (_G_NODE, _G_INPUT, _G_OUTPUT) else b""
+            if number == _G_NODE:
+                graph.node.append(onnx.NodeProto.FromString(raw))
+            elif number == _G_INPUT:
+                graph.input.append(onnx.ValueInfoProto.FromString(raw))
+            elif number == _G_OUTPUT:
+                graph.output.append(onnx.ValueInfoProto.FromString(raw))
+            elif number in (_G_INIT, _G_SPARSE):
+                head = _tensor_header(buf, *value)  # the header only; the payload stays unread
+                graph.initializer.append(
+                    onnx.TensorProto(name=head["name"], dims=head["dims"], data_type=head["dtype"])
+                )
+    return graph
+
+
 def inspect_model(path: Path) -> JSON:
     """The report behind ``onnxkit inspect --json`` (schema onnxkit.inspect/1, see docs/inspect.md)."""
     model_path = _model_file(path)

@@ -10,6 +10,7 @@ from typing import Any
 import onnx
 
 from onnxkit.errors import InvalidRequest, MissingDependency
+from onnxkit.inspect import read_graph
 
 LOOPBACK = "127.0.0.1"
 _BOX_W, _BOX_H, _GAP_X, _GAP_Y = 170, 34, 24, 46
@@ -39,9 +40,6 @@ def stop(address: tuple[str, int]) -> None:
     netron.stop(address)
 
 
-def _load_structure(path: Path) -> onnx.GraphProto:
-    # Weights are irrelevant to a drawing; external data stays on disk.
-    return onnx.load(str(path), load_external_data=False).graph
 
 
 def _layers(graph: onnx.GraphProto) -> list[list[int]]:
@@ -135,19 +133,29 @@ def to_html(graph: onnx.GraphProto, title: str) -> str:
     )
 
 
+def rendering(path: Path, suffix: str) -> str:
+    """A static rendering of ``path`` (a file, or a folder's model.onnx): .dot, .svg or .html.
+
+    Only the structure is read (``inspect.read_graph``): weights are irrelevant to a drawing.
+    """
+    if not path.exists():
+        raise InvalidRequest(f"{path} does not exist; expected an .onnx file")
+    suffix = suffix.lower()
+    if suffix not in (".dot", ".svg", ".html", ".htm"):
+        raise InvalidRequest(f"expected a .dot, .svg or .html rendering, got {suffix!r}")
+    graph = read_graph(path)
+    if suffix == ".dot":
+        return to_dot(graph)
+    if suffix == ".svg":
+        return to_svg(graph)
+    return to_html(graph, path.name)
+
+
 def render(path: Path, output: Path) -> Path:
     """Write a static rendering chosen by suffix: .dot (Graphviz source), .svg, or .html."""
-    if not path.is_file():
-        raise InvalidRequest(f"{path} does not exist; expected an .onnx file")
-    graph = _load_structure(path)
-    suffix = output.suffix.lower()
-    if suffix == ".dot":
-        text = to_dot(graph)
-    elif suffix == ".svg":
-        text = to_svg(graph)
-    elif suffix in (".html", ".htm"):
-        text = to_html(graph, path.name)
-    else:
-        raise InvalidRequest(f"--output {output}: expected a .dot, .svg or .html file name, got {suffix!r}")
-    output.write_text(text, encoding="utf-8")
+    if output.suffix.lower() not in (".dot", ".svg", ".html", ".htm"):
+        raise InvalidRequest(
+            f"--output {output}: expected a .dot, .svg or .html file name, got {output.suffix.lower()!r}"
+        )
+    output.write_text(rendering(path, output.suffix), encoding="utf-8")
     return output
