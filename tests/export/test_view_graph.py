@@ -43,3 +43,17 @@ def test_netron_serves_on_loopback(model: Path) -> None:
         assert httpx.get(f"http://{host}:{port}/", timeout=10).status_code == 200
     finally:
         stop((host, port))
+
+
+def test_drawings_read_the_structure_without_weights(model: Path) -> None:
+    import onnx
+
+    from onnxkit.inspect import read_graph
+
+    full = onnx.load(str(model)).graph
+    graph = read_graph(model.parent)  # a folder means its model.onnx
+    assert list(graph.node) == list(full.node)
+    assert [v.name for v in graph.input] == [v.name for v in full.input]
+    assert [v.name for v in graph.output] == [v.name for v in full.output]
+    assert [(t.name, list(t.dims)) for t in graph.initializer] == [(t.name, list(t.dims)) for t in full.initializer]
+    assert not any(t.raw_data or t.float_data or t.int64_data for t in graph.initializer)
