@@ -27,7 +27,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("onnxkit.server")
-OPEN_PATHS = ("/health", "/v2/health", "/metrics", "/docs", "/openapi.json", "/redoc")
+OPEN_PATHS = ("/health", "/v2/health", "/metrics", "/docs", "/openapi.json", "/redoc", "/ui/")
+# The page's files and the pointer to it; the API calls the page makes carry the user's key.
+OPEN_EXACT = ("/", "/ui")
 
 
 async def send_error(scope: Scope, send: Send, exc: OnnxkitError) -> None:
@@ -56,7 +58,7 @@ class Guard:
             return
         path: str = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
-        if self.api_key and not path.startswith(OPEN_PATHS):
+        if self.api_key and not (path in OPEN_EXACT or path.startswith(OPEN_PATHS)):
             auth = headers.get(b"authorization", b"")
             token = auth[7:] if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
             if not hmac.compare_digest(token, self.api_key):

@@ -1,0 +1,72 @@
+// Embeddings: a few sentences through POST /v1/embeddings, their cosine similarities as a heatmap.
+import { $, h, clear, fillSelect, errorBox, ms } from "./dom.js";
+import { postJSON, curl } from "./api.js";
+
+export function setupEmbeddings() {
+  $("#embed-form").addEventListener("submit", (e) => { e.preventDefault(); run(); });
+}
+
+export function showEmbeddingModels(models) {
+  const names = models.filter((m) => m.task === "embeddings" && m.ready).map((m) => m.id);
+  fillSelect($("#embed-model"), names);
+  $("#embed-form button[type=submit]").disabled = names.length === 0;
+  $("#embed-status").textContent = names.length ? "" : "No embeddings model is served (onnxkit serve all-minilm-l6-v2).";
+}
+
+function cosine(a, b) {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i += 1) { dot += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
+  return dot / (Math.sqrt(na * nb) || 1);
+}
+
+// -1 → dark blue, 0 → white, 1 → dark red; text colour picked for contrast.
+function colour(v) {
+  const t = Math.max(-1, Math.min(1, v));
+  const [r, g, b] = t >= 0 ? [255, 255 - 200 * t, 255 - 200 * t] : [255 + 200 * t, 255 + 200 * t, 255];
+  return { background: `rgb(${r|0}, ${g|0}, ${b|0})`, color: Math.abs(t) > 0.55 ? "#fff" : "#111" };
+}
+
+function short(text) {
+  return text.length > 28 ? `${text.slice(0, 27)}…` : text;
+}
+
+function heatmap(texts, vectors) {
+  const head = h("tr", {}, h("td"), texts.map((t, j) => h("th", { scope: "col", title: t }, `${j + 1}. ${short(t)}`)));
+  const rows = vectors.map((a, i) => h("tr", {},
+    h("th", { scope: "row", title: texts[i] }, `${i + 1}. ${short(texts[i])}`),
+    vectors.map((b, j) => {
+      const value = cosine(a, b);
+      const cell = h("td", { title: `cosine(${i + 1}, ${j + 1}) = ${value.toFixed(4)}` }, value.toFixed(2));
+      Object.assign(cell.style, colour(value));
+      return cell;
+    })));
+  return h("div", { class: "scroll" },
+    h("table", { class: "heatmap", "aria-label": "Cosine similarity between the sentences" },
+      h("thead", {}, head), h("tbody", {}, rows)));
+}
+
+async function run() {
+  const texts = $("#embed-input").value.split("\n").map((t) => t.trim()).filter(Boolean);
+  const out = $("#embed-result");
+  const status = $("#embed-status");
+  if (!texts.length) { status.textContent = "Write at least one sentence."; return; }
+  const body = { model: $("#embed-model").value, input: texts, encoding_format: "float" };
+  $("#embed-curl").textContent = curl("/v1/embeddings", body);
+  status.textContent = "Computing…";
+  const started = performance.now();
+  try {
+    const result = await postJSON("/v1/embeddings", body);
+    const seconds = (performance.now() - started) / 1000;
+    const vectors = result.data.sort((a, b) => a.index - b.index).map((d) => d.embedding);
+    const norm = Math.sqrt(vectors[0].reduce((s, x) => s + x * x, 0));
+    status.textContent = "";
+    clear(out, h("div", { class: "card" },
+      h("p", { class: "summary" },
+        `${vectors.length} vectors × ${vectors[0].length} dimensions (norm of the first: ${norm.toFixed(3)}) · `,
+        `${result.usage.prompt_tokens} tokens · ${ms(seconds)} round trip`),
+      heatmap(texts, vectors)));
+  } catch (e) {
+    status.textContent = "";
+    clear(out, errorBox(e.message));
+  }
+}

@@ -1,0 +1,199 @@
+"""The page at /ui in a real browser (Debian's chromium driven by Playwright) against a server on the
+tiny models: it loads, chats with streamed text, stops a generation on the server, draws an
+embeddings heatmap and a model's graph, and fits a phone's width."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from browser_helpers import Page, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from onnxkit.inspect import inspect_model
+from onnxkit.serve.server import Server
+from onnxkit.view import rendering
+
+SYSTEM = "You are a helpful assistant."  # the page's default system prompt
+
+# Timestamps taken in the page, independently of its code: when each chunk of a response body reached
+# the page (every fetch stream read), and when each state of the last reply's text reached a frame.
+TIMING = """
+window.__reads = [];
+const read = ReadableStreamDefaultReader.prototype.read;
+ReadableStreamDefaultReader.prototype.read = function () {
+  return read.call(this).then((r) => {
+    if (r.value) window.__reads.push({ t: performance.now(), text: new TextDecoder().decode(r.value) });
+    return r;
+  });
+};
+window.__frames = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const log = document.getElementById("chat-log");
+  new MutationObserver(() => {
+    const body = log.querySelector(".msg.assistant:last-of-type .body");
+    if (!body) return;
+    const text = body.textContent;
+    requestAnimationFrame(() => window.__frames.push({ t: performance.now(), text }));
+  }).observe(log, { childList: true, subtree: true, characterData: true });
+});
+"""
+
+
+def _counter(server: Server, name: str, model: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and s.labels.get("model") == model
+    )
+
+
+def _set(tab: Any, selector: str, value: str) -> None:
+    # Works for range inputs too, which Playwright's fill() does not take.
+    tab.locator(selector).evaluate(
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }", value
+    )
+
+
+def _options(tab: Any, selector: str) -> list[str]:
+    return list(tab.locator(f"{selector} option").all_inner_texts())
+
+
+def test_page_loads_offline_and_small(ui: Page, server: Server) -> None:
+    tab = ui.open()
+    wait_until(tab, "document.querySelector('#chat-model').options.length > 0")
+    tab.wait_for_load_state("networkidle")
+    assert _options(tab, "#chat-model") == ["tiny-chat"]
+    assert _options(tab, "#embed-model") == ["tiny-embed"]
+    assert tab.title() == "Chat · onnxkit"
+    # The first load, everything the page fetched included (API calls too), in bytes on the wire.
+    sizes = [r.sizes() for r in ui.requests]
+    transferred = sum(s["responseBodySize"] + s["responseHeadersSize"] for s in sizes)
+    assert 10_000 < transferred < 300 * 1024, transferred
+    # Structured output and rerank show only where the server's OpenAPI schema advertises them.
+    spec = httpx.get(server.url + "/openapi.json").json()
+    chat = spec["components"]["schemas"]["ChatRequest"]["properties"]
+    assert tab.locator("#chat-schema-field").is_visible() == ("response_format" in chat)
+    tab.goto(server.url + "/ui#tasks")
+    tab.wait_for_selector("#tasks-empty, #rerank-form:not([hidden])")
+    assert tab.locator("#rerank-form").is_visible() == ("/v1/rerank" in spec["paths"])
+
+
+def _long_seed(server: Server, max_tokens: int) -> int:
+    """A seed with which the random tiny model writes max_tokens tokens without reaching its end token.
+
+    Sampled, it writes visible text (greedy, only newlines) at thousands of tokens per second: a long
+    reply is what spans enough frames to see it stream."""
+    for seed in range(64):
+        body = {
+            "model": "tiny-chat", "max_tokens": max_tokens, "temperature": 1.0, "top_p": 1.0, "seed": seed,
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}],
+        }  # fmt: skip
+        reply = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+        if reply["choices"][0]["finish_reason"] == "length" and reply["choices"][0]["message"]["content"].strip():
+            return seed
+    raise AssertionError("no seed in 0..63 makes the tiny model write to its max_tokens")
+
+
+def test_chat_streams_text_at_the_server_rate(ui: Page, server: Server) -> None:
+    seed = _long_seed(server, 1500)
+    ui.tab.add_init_script(TIMING)
+    tab = ui.open("chat")
+    wait_until(tab, "document.querySelector('#chat-model').options.length > 0")
+    _set(tab, "#chat-temperature", "1")
+    tab.fill("#chat-max-tokens", "1500")
+    tab.fill("#chat-seed", str(seed))
+    tab.fill("#chat-input", "Hello")
+    tab.press("#chat-input", "Enter")
+    wait_until(tab, "document.querySelector('#chat-status').textContent === 'Reply complete'")
+    stats = tab.locator(".msg.assistant .stats").inner_text()
+    assert "1500 tokens" in stats and "finish: length" in stats, stats
+    assert "tokens/s" in stats and "time to first token" in stats, stats
+    assert tab.locator(".msg.user").inner_text().endswith("Hello")
+
+    reads: list[dict[str, Any]] = tab.evaluate("window.__reads")
+    frames: list[dict[str, Any]] = tab.evaluate("window.__frames")
+    final = tab.locator(".msg.assistant .body").text_content()
+    assert final and final.strip()
+    # Streamed: the text reached the screen in several growing states, not all at once at the end.
+    shown = [f["text"] for f in frames if f["text"]]
+    assert len(set(shown)) >= 3, shown
+    # The time from the last SSE event carrying text to that text on screen (issue 14: under 100 ms).
+    last_event = max(r["t"] for r in reads if '"content":"' in r["text"].replace('"content":""', ""))
+    on_screen = min(f["t"] for f in frames if f["text"] == final)
+    assert on_screen - last_event < 100, (on_screen - last_event, len(reads), len(frames))
+
+
+def test_stop_cancels_the_generation_on_the_server(ui: Page, server: Server) -> None:
+    before = _counter(server, "onnxkit_generated_tokens_total", "tiny-chat")
+    ui.tab.add_init_script(TIMING)
+    tab = ui.open("chat")
+    wait_until(tab, "document.querySelector('#chat-model').options.length > 0")
+    # Greedy, the random tiny model never writes its end token: it would run to max_tokens (seconds).
+    _set(tab, "#chat-temperature", "0")
+    tab.fill("#chat-max-tokens", "8000")
+    tab.fill("#chat-input", "Tell me a long story.")
+    tab.click("#chat-send")
+    wait_until(tab, "window.__reads.filter((r) => r.text.includes('\"content\"')).length >= 3")
+    tab.click("#chat-stop")
+    wait_until(tab, "document.querySelector('#chat-status').textContent === 'Stopped'")
+    assert "finish: stopped" in tab.locator(".msg.assistant .stats").inner_text()
+    assert tab.locator("#chat-stop").is_disabled() and tab.locator("#chat-send").is_enabled()
+    # The server counts a generation's tokens when it ends: a cancelled one ends now, short of 8000.
+    deadline = time.monotonic() + 10
+    while (counted := _counter(server, "onnxkit_generated_tokens_total", "tiny-chat")) == before:
+        assert time.monotonic() < deadline, "the generation did not end after Stop"
+        time.sleep(0.05)
+    assert 0 < counted - before < 8000
+    time.sleep(1.0)
+    assert _counter(server, "onnxkit_generated_tokens_total", "tiny-chat") == counted
+
+
+def test_embeddings_heatmap(ui: Page, server: Server) -> None:
+    tab = ui.open("embeddings")
+    wait_until(tab, "document.querySelector('#embed-model').options.length > 0")
+    texts = [t.strip() for t in tab.input_value("#embed-input").splitlines() if t.strip()]
+    tab.click("#embed-form button[type=submit]")
+    tab.wait_for_selector("table.heatmap")
+    cells = tab.locator("table.heatmap tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => Number(td.textContent)))"
+    )
+    reply = httpx.post(server.url + "/v1/embeddings", json={"model": "tiny-embed", "input": texts}).json()
+    vectors = np.array([d["embedding"] for d in reply["data"]])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.array(cells), unit @ unit.T, atol=0.006)
+    summary = tab.locator("#embed-result .summary").inner_text()
+    assert f"{len(texts)} vectors × {vectors.shape[1]} dimensions" in summary and "round trip" in summary
+
+
+def test_model_page_with_graph_and_infer_form(ui: Page, server: Server, tiny_embed_model: Path) -> None:
+    tab = ui.open("models")
+    tab.get_by_role("link", name="tiny-embed").click()
+    tab.wait_for_selector(".graph svg rect")
+    expected = rendering(tiny_embed_model, ".svg").count("<rect")
+    assert tab.locator(".graph svg rect").count() == expected
+    report = inspect_model(tiny_embed_model)
+    page = tab.locator("#model-detail").inner_text()
+    assert "input_ids" in page and "int64" in page and "READY" in page
+    assert f"{report['parameters']['count'] / 1e3:.1f} k" in page  # the parameter count, as the page writes it
+    assert "ai.onnx" in page and "pooling" in page  # opsets, the card
+    tab.wait_for_selector("#infer-title")
+    tab.get_by_role("button", name="Infer").click()
+    tab.wait_for_selector(".infer-out h4")
+    assert "embeddings FP32 [1, 32]" in tab.locator(".infer-out").inner_text()
+
+
+def test_layout_fits_phone_and_desktop_widths(ui: Page) -> None:
+    tab = ui.open()
+    for width, height in ((390, 844), (1280, 900)):
+        tab.set_viewport_size({"width": width, "height": height})
+        for view in ("chat", "embeddings", "tasks", "models", "server"):
+            tab.goto(f"{ui.base}/ui#{view}")
+            tab.wait_for_selector(f"#view-{view}:not([hidden])")
+            overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (width, view, overflow)
