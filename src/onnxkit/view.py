@@ -42,11 +42,19 @@ def stop(address: tuple[str, int]) -> None:
 
 
 
+def _drawn(node: onnx.NodeProto) -> bool:
+    # A Constant node is a weight in another form: drawn, exporters' hundreds of them fill the first row
+    # (MiniLM: 164 boxes, 32,000 px wide) and push every real op off screen. Netron hides them too.
+    return not (node.op_type == "Constant" and node.domain in ("", "ai.onnx"))
+
+
 def _layers(graph: onnx.GraphProto) -> list[list[int]]:
-    """Nodes grouped by depth (longest path from the graph inputs), a simple layered layout."""
-    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    """Drawn nodes grouped by depth (longest path from the graph inputs), a simple layered layout."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out and _drawn(node)}
     depth: dict[int, int] = {}
     for i, node in enumerate(graph.node):  # ONNX nodes are topologically sorted
+        if not _drawn(node):
+            continue
         parents = [producer[n] for n in node.input if n in producer and producer[n] != i]
         depth[i] = 1 + max((depth[p] for p in parents if p in depth), default=-1)
     rows: dict[int, list[int]] = defaultdict(list)
@@ -94,12 +102,14 @@ def to_svg(graph: onnx.GraphProto) -> str:
         offset = (width - len(row) * (_BOX_W + _GAP_X) + _GAP_X) // 2
         for x, i in enumerate(row):
             pos[i] = (offset + x * (_BOX_W + _GAP_X), _GAP_Y + y * (_BOX_H + _GAP_Y))
-    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out and i in pos}
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="Helvetica, Arial, sans-serif" font-size="12">'
     ]
     for i, node in enumerate(graph.node):
+        if i not in pos:
+            continue
         x2, y2 = pos[i]
         for name in node.input:
             if name in producer and producer[name] in pos:
@@ -109,6 +119,8 @@ def to_svg(graph: onnx.GraphProto) -> str:
                     f'y2="{y2}" stroke="#999"/>'
                 )
     for i, node in enumerate(graph.node):
+        if i not in pos:
+            continue
         x, y = pos[i]
         title = html.escape(f"{node.name}: {', '.join(node.input)} → {', '.join(node.output)}")
         parts.append(
@@ -126,10 +138,12 @@ def to_html(graph: onnx.GraphProto, title: str) -> str:
 
     inits = {i.name for i in graph.initializer}
     inputs = [v for v in graph.input if v.name not in inits]
+    hidden = sum(not _drawn(n) for n in graph.node)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body><h1>{html.escape(title)}</h1><p>inputs: {io(inputs)}<br>outputs: {io(graph.output)}<br>"
-        f"{len(graph.node)} nodes; hover a box for its tensors.</p>{to_svg(graph)}</body></html>\n"
+        f"{len(graph.node)} nodes ({hidden} Constant nodes not drawn); hover a box for its tensors.</p>"
+        f"{to_svg(graph)}</body></html>\n"
     )
 
 

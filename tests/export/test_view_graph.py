@@ -57,3 +57,15 @@ def test_drawings_read_the_structure_without_weights(model: Path) -> None:
     assert [v.name for v in graph.output] == [v.name for v in full.output]
     assert [(t.name, list(t.dims)) for t in graph.initializer] == [(t.name, list(t.dims)) for t in full.initializer]
     assert not any(t.raw_data or t.float_data or t.int64_data for t in graph.initializer)
+
+
+def test_constant_nodes_are_not_drawn(model: Path) -> None:
+    import onnx
+
+    from onnxkit.view import rendering
+
+    nodes = onnx.load(str(model), load_external_data=False).graph.node
+    constants = sum(n.op_type == "Constant" for n in nodes)
+    assert constants > 0  # the exporter emits them: the test means something
+    assert rendering(model, ".svg").count("<rect") == len(nodes) - constants
+    assert f"{len(nodes)} nodes ({constants} Constant nodes not drawn)" in rendering(model, ".html")
