@@ -197,3 +197,92 @@ def test_layout_fits_phone_and_desktop_widths(ui: Page) -> None:
             tab.wait_for_selector(f"#view-{view}:not([hidden])")
             overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, (width, view, overflow)
+
+
+MARKDOWN = """Three tips:
+
+1. **Know** your *audience*
+
+2. Use `code` and [links](https://example.org/x)
+- a bullet
+<img src=x onerror="window.__owned = true"> stays text
+```
+<b>not bold</b>
+```"""
+
+
+def test_chat_markdown_is_built_from_text(ui: Page) -> None:
+    tab = ui.open()
+    html = tab.evaluate(
+        """async (text) => {
+             const { markdown } = await import("/ui/js/markdown.js");
+             const box = document.createElement("div");
+             box.append(markdown(text));
+             return box.innerHTML;
+           }""",
+        MARKDOWN,
+    )
+    assert "<p>Three tips:</p>" in html
+    # A blank line between numbered items keeps one list, as models write them.
+    assert '<ol start="1"><li><strong>Know</strong> your <em>audience</em></li><li>Use <code>code</code>' in html
+    assert '<a href="https://example.org/x" rel="noopener noreferrer" target="_blank">links</a>' in html
+    assert "<ul><li>a bullet</li></ul>" in html
+    # What a model writes is never markup: the tag arrives as text, and nothing ran.
+    assert "&lt;img src=x onerror=" in html and "<img" not in html
+    assert "<pre><code>&lt;b&gt;not bold&lt;/b&gt;</code></pre>" in html
+    assert tab.evaluate("window.__owned === undefined")
+
+
+# WCAG 2 contrast of every visible text against the first opaque background behind it, and every
+# visible control's accessible name. Disabled controls are exempt (WCAG 1.4.3).
+AUDIT = """() => {
+  const rgba = (c) => { const p = c.match(/[\\d.]+/g).map(Number); return { rgb: p.slice(0, 3), a: p.length > 3 ? p[3] : 1 }; };
+  const lum = (rgb) => { const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+                         return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const behind = (el) => { for (let e = el; e; e = e.parentElement) { const c = rgba(getComputedStyle(e).backgroundColor);
+                           if (c.a > 0.5) return c.rgb; } return rgba(getComputedStyle(document.documentElement).backgroundColor).a > 0.5
+                           ? rgba(getComputedStyle(document.documentElement).backgroundColor).rgb : [255, 255, 255]; };
+  const problems = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (!el.checkVisibility() || el.closest(":disabled, svg, .sr-only")) continue;
+    if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const style = getComputedStyle(el);
+    const [a, b] = [lum(rgba(style.color).rgb), lum(behind(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (Number(style.fontWeight) >= 700 && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) problems.push(`contrast ${ratio.toFixed(2)}: ${el.tagName} "${el.textContent.trim().slice(0, 30)}"`);
+  }
+  for (const el of document.querySelectorAll("input, select, textarea, button")) {
+    if (!el.checkVisibility()) continue;
+    if (!(el.labels?.length || el.getAttribute("aria-label") || (el.tagName === "BUTTON" && el.textContent.trim())))
+      problems.push(`no label: ${el.tagName}#${el.id}`);
+  }
+  return problems;
+}"""
+
+
+def test_contrast_labels_and_keyboard(ui: Page) -> None:
+    tab = ui.open()
+    wait_until(tab, "document.querySelector('#chat-model').options.length > 0")
+    # Keyboard only: Tab from the top reaches the menu; Enter opens a view.
+    for _ in range(8):
+        tab.keyboard.press("Tab")
+        if tab.evaluate("document.activeElement.textContent") == "Embeddings":
+            break
+    tab.keyboard.press("Enter")
+    tab.wait_for_selector("#view-embeddings:not([hidden])")
+    tab.keyboard.press("Tab")  # focus moves on into the page
+    tab.click("#embed-form button[type=submit]")
+    tab.wait_for_selector("table.heatmap")
+    for scheme in ("light", "dark"):
+        tab.emulate_media(color_scheme=scheme)
+        for view in ("embeddings", "chat", "tasks", "models/tiny-embed", "server"):
+            tab.goto(f"{ui.base}/ui#{view}")
+            tab.wait_for_selector(f"#view-{view.split('/')[0]}:not([hidden])")
+            if view == "embeddings":
+                tab.click("#embed-form button[type=submit]")
+                tab.wait_for_selector("table.heatmap")
+            if view.startswith("models/"):
+                tab.wait_for_selector(".graph svg")
+            assert tab.evaluate(AUDIT) == [], (scheme, view)

@@ -22,7 +22,8 @@ export class LineChart {
     this.now.textContent = "—";
     this.root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "aria-hidden": "true" });
     this.line = svg("polyline", { class: "line", points: "", "vector-effect": "non-scaling-stroke" });
-    this.root.append(svg("line", { class: "axis", x1: 0, y1: H - 1, x2: W, y2: H - 1 }), this.line);
+    this.area = svg("polygon", { class: "area", points: "" });
+    this.root.append(svg("line", { class: "axis", x1: 0, y1: H - 1, x2: W, y2: H - 1 }), this.area, this.line);
     this.max = document.createElement("div");
     this.max.className = "muted";
     container.classList.add("chart");
@@ -36,9 +37,12 @@ export class LineChart {
     const top = Math.max(...known, 0) * 1.15 || 1;
     const step = W / (this.points - 1);
     const offset = this.points - this.values.length;
-    this.line.setAttribute("points", this.values
-      .map((v, i) => (v === null ? null : `${((offset + i) * step).toFixed(1)},${(H - 2 - (v / top) * (H - 6)).toFixed(1)}`))
-      .filter(Boolean).join(" "));
+    const points = this.values
+      .map((v, i) => (v === null ? null : [(offset + i) * step, H - 2 - (v / top) * (H - 6)]))
+      .filter(Boolean);
+    const text = points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" ");
+    this.line.setAttribute("points", text);
+    this.area.setAttribute("points", points.length ? `${points[0][0].toFixed(1)},${H} ${text} ${points.at(-1)[0].toFixed(1)},${H}` : "");
     this.now.textContent = value === null ? "—" : `${value.toFixed(this.digits)}${this.unit}`;
     this.max.textContent = `last ${this.values.length * this.interval} s · peak ${Math.max(...known, 0).toFixed(this.digits)}${this.unit}`;
   }

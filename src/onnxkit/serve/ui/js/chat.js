@@ -110,7 +110,15 @@ async function send() {
   status.textContent = "Generating…";
   let answer = "";
   let pending = false;
-  const draw = () => { pending = false; replyBody.replaceChildren(markdown(answer)); };
+  // Follow the reply as it grows, unless the reader has scrolled up to read something else.
+  const atBottom = () => window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+  const draw = () => {
+    pending = false;
+    const follow = atBottom();
+    replyBody.replaceChildren(markdown(answer));
+    if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
+  };
+  window.scrollTo(0, document.documentElement.scrollHeight);
   const started = performance.now();
   let first = null;
   let last = null;

@@ -19,11 +19,21 @@ function cosine(a, b) {
   return dot / (Math.sqrt(na * nb) || 1);
 }
 
-// -1 → dark blue, 0 → white, 1 → dark red; text colour picked for contrast.
+// WCAG relative luminance of an sRGB colour.
+function luminance(rgb) {
+  const [r, g, b] = rgb.map((c) => { const s = c / 255; return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+// -1 → blue, 0 → white, 1 → red; the text black or white, whichever contrasts more with the cell.
 function colour(v) {
   const t = Math.max(-1, Math.min(1, v));
-  const [r, g, b] = t >= 0 ? [255, 255 - 200 * t, 255 - 200 * t] : [255 + 200 * t, 255 + 200 * t, 255];
-  return { background: `rgb(${r|0}, ${g|0}, ${b|0})`, color: Math.abs(t) > 0.55 ? "#fff" : "#111" };
+  const rgb = (t >= 0 ? [255 - 75 * t, 255 - 215 * t, 255 - 215 * t] : [255 + 215 * t, 255 + 175 * t, 255 + 40 * t])
+    .map(Math.round);
+  const bg = luminance(rgb);
+  const onBlack = (bg + 0.05) / 0.05;
+  const onWhite = 1.05 / (bg + 0.05);
+  return { background: `rgb(${rgb.join(", ")})`, color: onBlack >= onWhite ? "#000" : "#fff" };
 }
 
 function short(text) {

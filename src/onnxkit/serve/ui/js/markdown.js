@@ -21,27 +21,26 @@ function inline(text) {
 }
 
 const BULLET = /^\s*[-*+]\s+(.*)$/;
-const NUMBERED = /^\s*\d+[.)]\s+(.*)$/;
+const NUMBERED = /^\s*(\d+)[.)]\s+(.*)$/;
 const HEADING = /^#{1,6}\s+(.*)$/;
 
 export function markdown(text) {
   const root = document.createDocumentFragment();
   const lines = text.split("\n");
   let paragraph = [];
-  let list = null;
-  const flush = () => {
-    if (paragraph.length) {
-      const p = h("p");
-      paragraph.forEach((line, i) => { if (i) p.append(h("br")); p.append(...inline(line)); });
-      root.append(p);
-      paragraph = [];
-    }
-    list = null;
+  let list = null; // stays open across blank lines: models often leave one between items
+  const endParagraph = () => {
+    if (!paragraph.length) return;
+    const p = h("p");
+    paragraph.forEach((line, i) => { if (i) p.append(h("br")); p.append(...inline(line)); });
+    root.append(p);
+    paragraph = [];
   };
+  const endBlock = () => { endParagraph(); list = null; };
   for (let i = 0; i < lines.length; i += 1) {
     const line = lines[i];
     if (line.trimStart().startsWith("```")) {
-      flush();
+      endBlock();
       const code = [];
       for (i += 1; i < lines.length && !lines[i].trimStart().startsWith("```"); i += 1) code.push(lines[i]);
       root.append(h("pre", {}, h("code", {}, code.join("\n"))));
@@ -52,23 +51,23 @@ export function markdown(text) {
     if (bullet || numbered) {
       const tag = bullet ? "ul" : "ol";
       if (paragraph.length || !list || list.tagName.toLowerCase() !== tag) {
-        flush();
-        list = h(tag);
+        endBlock();
+        list = h(tag, numbered ? { start: numbered[1] } : {});
         root.append(list);
       }
-      list.append(h("li", {}, inline((bullet || numbered)[1])));
+      list.append(h("li", {}, inline((bullet || numbered)[bullet ? 1 : 2])));
       continue;
     }
-    if (!line.trim()) { flush(); continue; }
+    if (!line.trim()) { endParagraph(); continue; }
     const heading = line.match(HEADING);
     if (heading) {
-      flush();
+      endBlock();
       root.append(h("p", {}, h("strong", {}, inline(heading[1]))));
       continue;
     }
-    if (list) list = null;
+    list = null;
     paragraph.push(line);
   }
-  flush();
+  endParagraph();
   return root;
 }

@@ -105,7 +105,11 @@ function graphSection(id, version) {
     box);
   call(`${path(id)}/graph?version=${encodeURIComponent(version)}`)
     .then((r) => r.text())
-    .then((text) => { scale = placeSvg(box, text); set(1); })
+    .then((text) => {
+      scale = placeSvg(box, text);
+      const width = Number(box.querySelector("svg").viewBox.baseVal.width);
+      set(Math.min(1, (box.clientWidth - 2) / width)); // a wide graph starts fitted to the width
+    })
     .catch((e) => clear(box, errorBox(e.message)));
   return section;
 }

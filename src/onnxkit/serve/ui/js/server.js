@@ -5,15 +5,16 @@ import { parse, total } from "./prom.js";
 import { LineChart } from "./chart.js";
 
 const INTERVAL_S = 2;
+const POINTS = 30; // the last minute
 let timer = null;
 let previous = null;
 let charts = null;
 
 export function startServerView() {
   charts ??= {
-    rps: new LineChart($("#chart-rps"), { digits: 2, interval: INTERVAL_S }),
-    latency: new LineChart($("#chart-latency"), { unit: " ms", digits: 1, interval: INTERVAL_S }),
-    tokens: new LineChart($("#chart-tokens"), { digits: 1, interval: INTERVAL_S }),
+    rps: new LineChart($("#chart-rps"), { digits: 2, interval: INTERVAL_S, points: POINTS }),
+    latency: new LineChart($("#chart-latency"), { unit: " ms", digits: 1, interval: INTERVAL_S, points: POINTS }),
+    tokens: new LineChart($("#chart-tokens"), { digits: 1, interval: INTERVAL_S, points: POINTS }),
   };
   if (timer === null) {
     tick();
