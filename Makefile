@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test check setup models proto proto-check bench soak clean
+.PHONY: run test check setup models browser screenshots proto proto-check bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,24 @@ models: $(STAMP)
 run: models
 	$(BIN)/onnxkit serve
 
-test: models proto-check
+test: models proto-check browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The page's tests (tests/serve/test_ui_browser*.py) drive Debian's chromium with Playwright (never
+# Playwright's own browser download). Installed here when missing, as root or through sudo; where it
+# cannot be, those tests skip and say why (CI sets ONNXKIT_BROWSER_TESTS=required: there they fail).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+	    echo "could not install chromium: the browser tests will skip"; \
+	  else echo "chromium is missing and cannot be installed here (needs root or sudo, and apt-get): the browser tests will skip"; fi; }
+
+# docs/img/*.png, the page's views on the default models (README shows them)
+screenshots: models browser
+	$(BIN)/python scripts/screenshots.py
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
