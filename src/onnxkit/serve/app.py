@@ -41,10 +41,10 @@ from onnxkit.tasks.models import Models
 
 log = logging.getLogger("onnxkit.server")
 
-# In order: TF-Serving's /v1/models/{m}/versions/{v} and .../metadata come before OpenAI's
-# /v1/models/{model_id:path}, which would otherwise swallow them.
-ROUTERS = (kserve_http.router, tfserving_http.router, metrics_http.router, ui_http.router,  # ui: /ui, /v1/models/{m}/details
-           openai_http.router, tasks_http.router)
+# In order: TF-Serving's /v1/models/{m}/versions/{v} and .../metadata, and the page's /v1/models/{m}/details
+# and /graph, come before OpenAI's /v1/models/{model_id:path}, which would otherwise swallow them.
+ROUTERS = (kserve_http.router, tfserving_http.router, metrics_http.router, ui_http.router, openai_http.router,
+           tasks_http.router)  # fmt: skip
 
 
 @dataclass(frozen=True)
