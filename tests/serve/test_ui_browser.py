@@ -100,6 +100,20 @@ def _long_seed(server: Server, max_tokens: int) -> int:
     raise AssertionError("no seed in 0..63 makes the tiny model write to its max_tokens")
 
 
+def _reply(tab: Any) -> tuple[str, list[float], list[dict[str, Any]], str]:
+    """Send "Hello" in a fresh conversation: the stats line, when each text-carrying read reached the page,
+    each frame's text, and the reply's final text."""
+    tab.click("#chat-clear")
+    tab.evaluate("window.__reads = []; window.__frames = []")
+    tab.fill("#chat-input", "Hello")
+    tab.press("#chat-input", "Enter")
+    wait_until(tab, "document.querySelector('#chat-status').textContent === 'Reply complete'")
+    stats = tab.locator(".msg.assistant .stats").inner_text()
+    reads: list[dict[str, Any]] = tab.evaluate("window.__reads")
+    texts = [r["t"] for r in reads if '"content":"' in r["text"].replace('"content":""', "")]
+    return stats, texts, tab.evaluate("window.__frames"), tab.locator(".msg.assistant .body").text_content() or ""
+
+
 def test_chat_streams_text_at_the_server_rate(ui: Page, server: Server) -> None:
     seed = _long_seed(server, 1500)
     ui.tab.add_init_script(TIMING)
@@ -108,26 +122,24 @@ def test_chat_streams_text_at_the_server_rate(ui: Page, server: Server) -> None:
     _set(tab, "#chat-temperature", "1")
     tab.fill("#chat-max-tokens", "1500")
     tab.fill("#chat-seed", str(seed))
-    tab.fill("#chat-input", "Hello")
-    tab.press("#chat-input", "Enter")
-    wait_until(tab, "document.querySelector('#chat-status').textContent === 'Reply complete'")
-    stats = tab.locator(".msg.assistant .stats").inner_text()
+    stats, texts, frames, final = _reply(tab)
     assert "1500 tokens" in stats and "finish: length" in stats, stats
     assert "tokens/s" in stats and "time to first token" in stats, stats
     assert tab.locator(".msg.user").inner_text().endswith("Hello")
-
-    reads: list[dict[str, Any]] = tab.evaluate("window.__reads")
-    frames: list[dict[str, Any]] = tab.evaluate("window.__frames")
-    final = tab.locator(".msg.assistant .body").text_content()
-    assert final and final.strip()
+    assert final.strip()
     # Streamed: text was on screen while the events were still arriving, and it grew from there.
-    texts = [r["t"] for r in reads if '"content":"' in r["text"].replace('"content":""', "")]
     assert len(texts) >= 3, f"the reply came in {len(texts)} reads"
     early = [f["text"] for f in frames if f["text"] and f["t"] < texts[-1]]
     assert early and len(early[0]) < len(final), (len(early), len(frames))
     # The time from the last SSE event carrying text to that text on screen (issue 14: under 100 ms).
-    on_screen = min(f["t"] for f in frames if f["text"] == final)
-    assert on_screen - texts[-1] < 100, (on_screen - texts[-1], len(reads), len(frames))
+    # A frame is the browser's to schedule: on a machine starved of CPU one can come late, so a second
+    # reply (the same text: same seed) gets a second look; a page that batches its drawing fails both.
+    lags = [min(f["t"] for f in frames if f["text"] == final) - texts[-1]]
+    if lags[0] >= 100:
+        _, texts, frames, again = _reply(tab)
+        assert again == final
+        lags.append(min(f["t"] for f in frames if f["text"] == final) - texts[-1])
+    assert min(lags) < 100, lags
 
 
 def test_stop_cancels_the_generation_on_the_server(ui: Page, server: Server) -> None:

@@ -30,8 +30,9 @@ export function setupChat(capabilities) {
 }
 
 export function showChatModels(models) {
-  const names = models.filter((m) => m.task === "chat" && m.ready).map((m) => m.id);
-  fillSelect($("#chat-model"), names);
+  const chat = models.filter((m) => m.task === "chat" && m.ready);
+  const names = chat.map((m) => m.id);
+  fillSelect($("#chat-model"), names, chat.find((m) => m.default)?.id);
   $("#chat-send").disabled = names.length === 0;
   const log = $("#chat-log");
   if (!names.length && !history.length) {
@@ -130,6 +131,8 @@ async function send() {
     const response = await call("/v1/chat/completions", { method: "POST", body, signal: controller.signal });
     for await (const data of sse(response)) {
       const chunk = JSON.parse(data);
+      // A failure after the stream began arrives as an event of its own (OpenAI's error shape).
+      if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) usage = chunk.usage;
       const choice = chunk.choices?.[0];
       if (!choice) continue;

@@ -35,11 +35,13 @@ export function clear(el, ...children) {
   return append(el, children);
 }
 
-// The options of a <select>, keeping the current choice when it is still offered.
-export function fillSelect(select, names) {
+// The options of a <select>, keeping the current choice when it is still offered, else the preferred one
+// (the server's default model for the route).
+export function fillSelect(select, names, preferred) {
   const previous = select.value;
   clear(select, names.map((n) => h("option", { value: n }, n)));
   if (names.includes(previous)) select.value = previous;
+  else if (names.includes(preferred)) select.value = preferred;
 }
 
 export function errorBox(message) {

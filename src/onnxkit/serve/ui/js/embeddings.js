@@ -7,8 +7,9 @@ export function setupEmbeddings() {
 }
 
 export function showEmbeddingModels(models) {
-  const names = models.filter((m) => m.task === "embeddings" && m.ready).map((m) => m.id);
-  fillSelect($("#embed-model"), names);
+  const served = models.filter((m) => m.task === "embeddings" && m.ready);
+  const names = served.map((m) => m.id);
+  fillSelect($("#embed-model"), names, served.find((m) => m.default)?.id);
   $("#embed-form button[type=submit]").disabled = names.length === 0;
   $("#embed-status").textContent = names.length ? "" : "No embeddings model is served (onnxkit serve all-minilm-l6-v2).";
 }

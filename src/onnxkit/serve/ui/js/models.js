@@ -23,7 +23,7 @@ export function showModelList(models) {
     const { state, reason } = stateOf(m);
     return h("tr", {},
       h("td", {}, h("a", { href: `#models/${encodeURIComponent(m.id)}` }, m.id)),
-      h("td", {}, m.task || "—"),
+      h("td", {}, m.task || "—", m.default ? h("span", { class: "muted" }, " (default)") : null),
       h("td", {}, h("span", { class: `state-${state}` }, state), reason ? h("div", { class: "muted" }, reason) : null),
       h("td", {}, (m.model_version_status || []).map((v) => v.version).join(", ")));
   });
