@@ -168,3 +168,9 @@ def test_with_an_api_key_the_page_loads_and_the_api_does_not(tiny_embed_model: P
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", path
         key = {"authorization": "Bearer sesame"}
         assert get(s, "/v1/models/tiny-embed/details", headers=key).json()["id"] == "tiny-embed"
+
+
+def test_an_unknown_query_parameter_is_refused(server: Server) -> None:
+    r = get(server, "/v1/models/tiny-embed/graph", params={"format": "dot"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "format"
+    assert "only ?version=V" in r.json()["error"]["message"]

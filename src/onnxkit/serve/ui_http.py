@@ -22,14 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from onnxkit import __version__
-from onnxkit.errors import ModelNotFound, ModelUnavailable
+from onnxkit.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from onnxkit.models.folder import onnx_file
-from onnxkit.serve.state import AppState
+from onnxkit.serve.http import app_state, json_response
 from onnxkit.tasks.models import Model, Version, version_order
 from onnxkit.types import JSON
 
@@ -91,8 +90,7 @@ async def ui_file(relative: str, request: Request) -> Response:
 async def root(request: Request) -> Response:
     links = {"ui": "/ui", "docs": "/docs", "openapi": "/openapi.json", "health": "/health", "metrics": "/metrics"}
     if "text/html" not in request.headers.get("accept", ""):
-        body = {"server": "onnxkit", "version": __version__, "links": links}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return json_response({"server": "onnxkit", "version": __version__, "links": links})
     items = "".join(f'<li><a href="{href}">{name}</a></li>' for name, href in links.items())
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>onnxkit</title>'
@@ -104,9 +102,13 @@ async def root(request: Request) -> Response:
 
 
 # -- model details and graph ----------------------------------------------------------------------
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.onnxkit
-    return state
+def _model_and_version(request: Request, model_id: str, version: str | None) -> tuple[Model, Version]:
+    unknown = sorted(set(request.query_params) - {"version"})
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; these routes take only ?version=V",
+                             param=unknown[0])  # fmt: skip
+    model = app_state(request).models.model(model_id)
+    return model, _version(model, version)
 
 
 def _order(version: Version) -> tuple[int, str]:
@@ -165,8 +167,7 @@ async def _read(name: str, version: Version, work: Callable[[], T]) -> T:
 @router.get("/v1/models/{model_id:path}/details", tags=["ui"])
 async def model_details(model_id: str, request: Request, version: str | None = None) -> Response:
     """Versions with their state, and the inspect report (IO, parameters, opsets, ops, card) of one."""
-    model = _state(request).models.model(model_id)
-    chosen = _version(model, version)
+    model, chosen = _model_and_version(request, model_id, version)
     body: JSON = {
         "object": "model.details",
         "id": model.name,
@@ -184,14 +185,13 @@ async def model_details(model_id: str, request: Request, version: str | None = N
         body["inspect"] = await _read(model.name, chosen, functools.partial(_describe, chosen.path))
     except ModelUnavailable as exc:  # an unreadable file is part of the answer, as a failed load is
         body["inspect_error"] = exc.message
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response(body)
 
 
 @router.get("/v1/models/{model_id:path}/graph", tags=["ui"])
 async def model_graph(model_id: str, request: Request, version: str | None = None) -> Response:
     """The graph as ``onnxkit view --output g.svg`` draws it (image/svg+xml; gzip when accepted)."""
-    model = _state(request).models.model(model_id)
-    chosen = _version(model, version)
+    model, chosen = _model_and_version(request, model_id, version)
     svg, packed = await _read(model.name, chosen, functools.partial(_graph, chosen.path))
     headers = {"cache-control": "no-cache", "vary": "accept-encoding", **SECURITY_HEADERS}
     if "gzip" in request.headers.get("accept-encoding", ""):

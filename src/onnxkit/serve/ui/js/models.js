@@ -178,7 +178,10 @@ function inferSection(id, meta) {
   return form;
 }
 
+let shown = 0; // which showModel call is current: a slow answer for a model left behind is dropped
+
 export async function showModel(id) {
+  const ticket = ++shown;
   const detail = $("#model-detail");
   detail.hidden = false;
   $("#models-list").hidden = true;
@@ -187,9 +190,10 @@ export async function showModel(id) {
   try {
     info = await getJSON(`${path(id)}/details`);
   } catch (e) {
-    clear(detail, h("p", {}, h("a", { href: "#models" }, "← All models")), errorBox(e.message));
+    if (ticket === shown) clear(detail, h("p", {}, h("a", { href: "#models" }, "← All models")), errorBox(e.message));
     return;
   }
+  if (ticket !== shown) return;
   const report = info.inspect;
   const serving = info.versions.find((v) => v.version === info.version);
   const params = report?.parameters;
@@ -218,12 +222,13 @@ export async function showModel(id) {
     report ? graphSection(info.id, info.version) : null);
   if (serving?.state === "READY") {
     getJSON(`/v2/models/${encodeURIComponent(id)}`)
-      .then((meta) => { if (meta.inputs?.length) detail.append(inferSection(id, meta)); })
+      .then((meta) => { if (meta.inputs?.length && ticket === shown) detail.append(inferSection(id, meta)); })
       .catch(() => { /* not a tensor model: no form */ });
   }
 }
 
 export function hideModel() {
+  shown += 1;
   $("#model-detail").hidden = true;
   $("#models-list").hidden = false;
 }
