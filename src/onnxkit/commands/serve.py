@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     server.write_pidfile(settings)
     what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
     grpc = f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
-    print(f"serving {', '.join(what)} on http://{settings.host}:{settings.port}{grpc}", flush=True)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"serving {', '.join(what)} on {url}{grpc}; the web page: {url}/ui", flush=True)
     try:
         server.serve_forever(settings, models)
     finally:
