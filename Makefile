@@ -52,7 +52,7 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	@if [ -f scripts/gen_proto.py ]; then $(BIN)/python scripts/gen_proto.py --check; fi
 
-bench: models
+bench: models browser
 	for b in bench/bench_*.py; do [ $$b = bench/bench_soak.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # 10 minutes of 64 clients mixing good and bad requests over every protocol (issue 10's targets)

@@ -93,8 +93,9 @@ def main() -> int:
     if found is None:
         sys.exit(f"{CHAT} is not cached: run `onnxkit pull {CHAT}`")
     chromium = shutil.which("chromium")
-    if chromium is None:
-        sys.exit("chromium is not installed: `make browser` (apt-get install -y chromium)")
+    if chromium is None:  # `make bench` runs every bench: say why this one did nothing, and go on
+        print("bench_ui skipped: chromium is not installed (`make browser` runs apt-get install -y chromium)")
+        return 0
     with Server([ModelSpec(CHAT, found.path)], port=0, access_log=False) as server, sync_playwright() as p:
         client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         sdk_rate(client, "Warm up.")
