@@ -4,34 +4,25 @@ server's scores, and the answer marked inside the context (offsets in code point
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from browser_helpers import Page
-from test_task_routes import NLI, SENTIMENT, _hf_folder
 
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.server import Server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from onnxkit.export import export
-
-    specs = []
-    for name, task, head, labels in (
-        ("tiny-cls", "text-classification", "BertForSequenceClassification", SENTIMENT),
-        ("tiny-nli", "zero-shot-classification", "BertForSequenceClassification", NLI),
-        ("tiny-qa", "question-answering", "BertForQuestionAnswering", None),
-    ):
-        root = tmp_path_factory.mktemp(name)
-        specs.append(ModelSpec(name, export(_hf_folder(root, head, labels), task, root / "out")))
-    with Server(specs, port=0) as s:
+def server(task_exports: dict[str, Path]) -> Iterator[Server]:
+    with Server([ModelSpec(n, p) for n, p in task_exports.items()], port=0) as s:
         yield s
 
 
-def _bars(tab: object, form: str) -> list[tuple[str, float]]:
-    rows = tab.locator(f"#{form}-result .bars li").all_inner_texts()  # type: ignore[attr-defined]
+def _bars(tab: Any, form: str) -> list[tuple[str, float]]:
+    rows = tab.locator(f"#{form}-result .bars li").all_inner_texts()
     return [(row.split("\n")[0], float(row.split("\n")[-1])) for row in rows]
 
 
