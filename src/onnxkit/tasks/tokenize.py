@@ -8,6 +8,7 @@ truncation, so a count over the limit shows as such.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class ModelTokens:
         self.hf: Tokenizer = self.bytes.tokenizer
         self.vocab = self.hf.get_vocab_size(with_added_tokens=True)
 
-    def text(self, prompt: str, add_special_tokens: bool, strings: bool) -> Tokenized:
+    async def text(self, prompt: str, add_special_tokens: bool, strings: bool) -> Tokenized:
         if self.chat is not None:
             if not add_special_tokens:
                 raise InvalidRequest(
@@ -55,19 +56,20 @@ class ModelTokens:
                     "add_special_tokens false is not supported for chat models",
                     param="add_special_tokens",
                 )
-            ids = self.chat.text_prompt(prompt)
+            ids = await self.chat.text_prompt(prompt)
         else:
-            ids = list(self.hf.encode(prompt, add_special_tokens=add_special_tokens).ids)
+            encoding = await asyncio.to_thread(self.hf.encode, prompt, add_special_tokens=add_special_tokens)
+            ids = list(encoding.ids)
         return self._out(ids, strings)
 
-    def messages(
+    async def messages(
         self, messages: Sequence[dict[str, Any]], tools: ToolUse | None, generation_prompt: bool, strings: bool
     ) -> Tokenized:
         if self.chat is None:
             raise InvalidRequest(
                 f"model {self.name!r} has no chat template; send \"prompt\" instead of \"messages\"", param="messages"
             )
-        ids = self.chat.chat_prompt(messages, tools, need_guidance=False, generation_prompt=generation_prompt)
+        ids = await self.chat.chat_prompt(messages, tools, need_guidance=False, generation_prompt=generation_prompt)
         return self._out(ids, strings)
 
     def _out(self, ids: list[int], strings: bool) -> Tokenized:
