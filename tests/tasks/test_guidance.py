@@ -64,6 +64,17 @@ def test_bad_response_format_named(response_format: Any, choice: Any, fragment: 
         guidance.from_request(response_format, choice)
 
 
+def test_numbers_get_sixteen_digits_unless_bounded() -> None:
+    prepared = guidance.prepare_schema(
+        {"type": "object", "properties": {"n": {"type": "integer"}, "x": {"type": "number", "minimum": 0},
+                                          "k": {"type": "integer", "exclusiveMaximum": 10}}},
+        strict=False,
+    )["properties"]  # fmt: skip
+    assert (prepared["n"]["minimum"], prepared["n"]["maximum"]) == (-(10**16 - 1), 10**16 - 1)
+    assert (prepared["x"]["minimum"], prepared["x"]["maximum"]) == (0, 1e16)
+    assert "maximum" not in prepared["k"] and prepared["k"]["minimum"] == -(10**16 - 1)
+
+
 def test_text_is_no_constraint() -> None:
     assert guidance.from_request({"type": "text"}, None) is None
     assert guidance.from_request(None, None) is None

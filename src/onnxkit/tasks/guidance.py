@@ -5,6 +5,8 @@
 - JSON is written the way a model has seen it written: ``", "`` and ``": "`` between items and keys
   and no other whitespace. llguidance's default allows free whitespace anywhere, and a small model
   then fills its budget with newlines.
+- Numbers get at most 16 digits before the point where the schema sets no ``minimum`` / ``maximum``
+  (llama.cpp's bound too): a small model otherwise repeats a digit until the budget ends.
 - Objects that declare ``properties`` get no others unless the schema says otherwise
   (``additionalProperties``), as llama.cpp's server does; otherwise a small model repeats keys until
   the budget ends. Output without extra keys still validates against the schema as sent. With
@@ -131,9 +133,18 @@ def prepare_schema(schema: Mapping[str, Any], *, strict: bool) -> dict[str, Any]
     return out
 
 
+BIGGEST = {"integer": 10**16 - 1, "number": 1e16}  # 16 digits before the point, as llama.cpp allows
+
+
 def _close(node: Any, strict: bool) -> None:
     if not isinstance(node, dict):
         return
+    kind = node.get("type")
+    if kind in BIGGEST:
+        if "minimum" not in node and "exclusiveMinimum" not in node:
+            node["minimum"] = -BIGGEST[kind]
+        if "maximum" not in node and "exclusiveMaximum" not in node:
+            node["maximum"] = BIGGEST[kind]
     is_object = node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"])
     declares = "properties" in node
     if (is_object or declares) and "additionalProperties" not in node and (declares or strict):

@@ -132,10 +132,10 @@ def _choice(tool_choice: Any, names: list[str]) -> str:
 # ---- the prompt -----------------------------------------------------------------------------
 
 FALLBACK_INSTRUCTIONS = (
-    "You can call functions. Their signatures, as JSON schemas:\n<tools>\n{tools}\n</tools>\n"
-    "To call a function, answer with one block per call:\n"
+    "You have access to the following functions:\n<tools>\n{tools}\n</tools>\n"
+    "If a function can help answer, call it with\n"
     '<tool_call>\n{{"name": <function name>, "arguments": <arguments as a JSON object>}}\n</tool_call>\n'
-    "Answer in plain text when no function is needed."
+    "Otherwise answer in plain text."
 )
 
 
