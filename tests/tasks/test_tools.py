@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -10,6 +14,8 @@ import pytest
 
 from onnxkit.errors import InvalidRequest
 from onnxkit.runtime.genai import Guidance
+from onnxkit.runtime.metrics import Metrics
+from onnxkit.settings import ServerSettings
 from onnxkit.tasks import tools
 from onnxkit.tasks.chat import ChatModel, chat_template
 from onnxkit.tasks.guidance import Constraint
@@ -170,6 +176,44 @@ async def test_auto_answers_text_or_calls(tiny_chat: ChatModel) -> None:
 
 def test_templates_that_know_tools_are_told_apart(tiny_chat: ChatModel) -> None:
     assert "tools" not in chat_template(tiny_chat.path) and not tiny_chat.template_knows_tools
+
+
+# A template that renders tools, calls and results itself (written for this test). onnxruntime-genai
+# hands a template each tool as its function object ({name, description, parameters}).
+TOOL_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nTOOLS:{% for t in tools %} {{ t.name }}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% for m in messages %}{% if m.role == 'tool' %}<|im_start|>user\nRESULT {{ m.content }}"
+    "<|im_end|>\n{% elif m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n"
+    "{% for c in m.tool_calls %}CALL {{ c.function.name }} {{ c.function.arguments.city }}{% endfor %}"
+    "<|im_end|>\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tool_aware_chat(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatModel]:
+    folder = tmp_path_factory.mktemp("tool-aware") / "chat"
+    shutil.copytree(tiny_chat_model, folder)
+    (folder / "chat_template.jinja").write_text(TOOL_TEMPLATE)
+    model = ChatModel("aware", "1", folder, ServerSettings(), Metrics().recorder("aware", "1"))
+    yield model
+    asyncio.run(model.close())
+
+
+def test_a_template_that_knows_tools_renders_them_itself(tool_aware_chat: ChatModel) -> None:
+    assert tool_aware_chat.template_knows_tools
+    use = tools.parse_tools([WEATHER, ADD], "auto", None)
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]  # fmt: skip
+    ids = tool_aware_chat.chat_prompt(messages, use)
+    text = tool_aware_chat.token_bytes.tokenizer.decode(ids, skip_special_tokens=False)  # type: ignore[union-attr]
+    # the template's own words: tools listed, the call's arguments an object (it reads ['city']), the result
+    assert "TOOLS: get_weather add" in text and "CALL get_weather Paris" in text and "RESULT sunny" in text
+    assert "<tool_call>" not in text and "<tool_response>" not in text  # no fallback
 
 
 @pytest.mark.integration
