@@ -81,7 +81,7 @@ def test_text_is_no_constraint() -> None:
 
 
 async def test_json_schema_output_validates(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.chat_prompt([{"role": "user", "content": "A person, as JSON."}])
+    prompt = await tiny_chat.chat_prompt([{"role": "user", "content": "A person, as JSON."}])
     for strict in (False, True):
         c = constraint(json_schema(PERSON, strict))
         s = tiny_chat.sampling(prompt, max_tokens=64, temperature=0.8, top_p=None, top_k=None, seed=None,
@@ -93,7 +93,7 @@ async def test_json_schema_output_validates(tiny_chat: ChatModel) -> None:
 
 
 async def test_json_object_regex_choice_and_grammar(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Answer:")
+    prompt = await tiny_chat.text_prompt("Answer:")
     cases = [
         (constraint({"type": "json_object", }), lambda t: isinstance(json.loads(t), dict)),
         (constraint({"type": "regex", "regex": "[0-9]{3}-[a-z]{2}"}), lambda t: re.fullmatch(r"[0-9]{3}-[a-z]{2}", t)),
@@ -111,7 +111,7 @@ async def test_json_object_regex_choice_and_grammar(tiny_chat: ChatModel) -> Non
 
 
 async def test_constrained_seeded_and_logprobs_run_on_their_own_generator(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Answer:")
+    prompt = await tiny_chat.text_prompt("Answer:")
     c = constraint(choice=["alpha", "beta", "gamma"])
     s = tiny_chat.sampling(prompt, max_tokens=8, temperature=1.0, top_p=None, top_k=None, seed=7, logprobs=2,
                            guidance=c.guidance())  # fmt: skip
@@ -120,7 +120,7 @@ async def test_constrained_seeded_and_logprobs_run_on_their_own_generator(tiny_c
 
 
 async def test_grammar_that_does_not_compile_is_a_400_before_output(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Answer:")
+    prompt = await tiny_chat.text_prompt("Answer:")
     for c in (constraint({"type": "regex", "regex": "(unclosed"}),
               constraint(json_schema({"type": "string", "format": "no-such-format"}))):  # fmt: skip
         for seed in (None, 3):  # the engine's batch, and an own generator
@@ -149,7 +149,7 @@ async def test_smollm2_five_field_schema(smollm: ChatModel) -> None:
         },
         "required": ["name", "age", "city", "email", "member"],
     }  # fmt: skip
-    prompt = smollm.chat_prompt([{"role": "user", "content": "Invent a customer record as JSON."}])
+    prompt = await smollm.chat_prompt([{"role": "user", "content": "Invent a customer record as JSON."}])
     s = smollm.sampling(prompt, max_tokens=120, temperature=None, top_p=None, top_k=None, seed=None,
                         guidance=constraint(json_schema(schema, strict=True)).guidance())  # fmt: skip
     out = await run(smollm, prompt, s)

@@ -28,7 +28,7 @@ def reference_steps(model: ChatModel, prompt: list[int], steps: int, temperature
 
 
 async def test_greedy_logprobs_match_genai_logits(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.chat_prompt([{"role": "user", "content": "The capital of France is"}])
+    prompt = await tiny_chat.chat_prompt([{"role": "user", "content": "The capital of France is"}])
     s = tiny_chat.sampling(prompt, max_tokens=6, temperature=0, top_p=None, top_k=None, seed=None, logprobs=5)
     out = await run(tiny_chat, prompt, s)
     plain = await run(tiny_chat, prompt, tiny_chat.sampling(prompt, max_tokens=6, temperature=0, top_p=None,
@@ -45,7 +45,7 @@ async def test_greedy_logprobs_match_genai_logits(tiny_chat: ChatModel) -> None:
 
 
 async def test_same_seed_same_text_with_and_without_logprobs(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Once upon a time")
+    prompt = await tiny_chat.text_prompt("Once upon a time")
     texts = []
     for logprobs in (None, 0, 20):
         s = tiny_chat.sampling(prompt, max_tokens=24, temperature=0.9, top_p=0.95, top_k=None, seed=11,
@@ -60,21 +60,21 @@ async def test_same_seed_same_text_with_and_without_logprobs(tiny_chat: ChatMode
 
 
 async def test_sampled_logprobs_use_the_temperature(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Once upon a time")
+    prompt = await tiny_chat.text_prompt("Once upon a time")
     s = tiny_chat.sampling(prompt, max_tokens=1, temperature=0.5, top_p=None, top_k=None, seed=1, logprobs=3)
     out = await run(tiny_chat, prompt, s)
     ref = reference_steps(tiny_chat, prompt, 1, temperature=0.5)[0]
     assert [a.logprob for a in out.logprobs[0].top] == pytest.approx(sorted(ref, reverse=True)[:3], abs=1e-4)
 
 
-def test_top_logprobs_bound(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("x")
+async def test_top_logprobs_bound(tiny_chat: ChatModel) -> None:
+    prompt = await tiny_chat.text_prompt("x")
     with pytest.raises(InvalidRequest, match="expected 0 to 20"):
         tiny_chat.sampling(prompt, max_tokens=1, temperature=0, top_p=None, top_k=None, seed=None, logprobs=21)
 
 
 async def test_stop_string_cuts_text_and_logprobs_together(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Once upon a time")
+    prompt = await tiny_chat.text_prompt("Once upon a time")
     s = tiny_chat.sampling(prompt, max_tokens=30, temperature=0, top_p=None, top_k=None, seed=None, logprobs=1)
     full = await run(tiny_chat, prompt, s)
     stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 2]

@@ -17,11 +17,11 @@ def greedy(model: ChatModel, prompt: list[int], **penalties: float) -> Sampling:
 
 
 async def test_presence_penalty_stops_repeats(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Once upon a time")
+    prompt = await tiny_chat.text_prompt("Once upon a time")
     plain = await run(tiny_chat, prompt, greedy(tiny_chat, prompt))
     penalised = await run(tiny_chat, prompt, greedy(tiny_chat, prompt, presence_penalty=2.0))
     # The random model repeats itself greedily; a penalty of 2 (its logits span far less) forbids repeats.
-    plain_ids, pen_ids = tiny_chat.text_prompt(plain.text), tiny_chat.text_prompt(penalised.text)
+    plain_ids, pen_ids = await tiny_chat.text_prompt(plain.text), await tiny_chat.text_prompt(penalised.text)
     assert len(set(plain_ids)) < len(plain_ids)
     assert penalised.text != plain.text
     assert len(set(pen_ids)) >= len(set(plain_ids))
@@ -29,7 +29,7 @@ async def test_presence_penalty_stops_repeats(tiny_chat: ChatModel) -> None:
 
 async def test_frequency_penalty_matches_the_formula(tiny_chat: ChatModel) -> None:
     """The first token that the penalty changes is the argmax of logits - f * count, computed here."""
-    prompt = tiny_chat.text_prompt("Once upon a time")
+    prompt = await tiny_chat.text_prompt("Once upon a time")
     f = 0.05
     s = tiny_chat.sampling(prompt, max_tokens=40, temperature=0, top_p=None, top_k=None, seed=None, logprobs=0,
                            frequency_penalty=f)  # fmt: skip
@@ -56,7 +56,7 @@ async def test_frequency_penalty_matches_the_formula(tiny_chat: ChatModel) -> No
 
 
 async def test_repetition_penalty_in_the_engine_batch(tiny_chat: ChatModel) -> None:
-    prompt = tiny_chat.text_prompt("Once upon a time")
+    prompt = await tiny_chat.text_prompt("Once upon a time")
     plain = await run(tiny_chat, prompt, greedy(tiny_chat, prompt))
     penalised = await run(tiny_chat, prompt, greedy(tiny_chat, prompt, repetition_penalty=5.0))
     assert penalised.text != plain.text
@@ -66,7 +66,7 @@ async def test_repetition_penalty_in_the_engine_batch(tiny_chat: ChatModel) -> N
 
 @pytest.mark.integration
 async def test_min_tokens_holds_off_the_end_of_turn(smollm: ChatModel) -> None:
-    prompt = smollm.chat_prompt([{"role": "user", "content": "Reply with one word: what colour is grass?"}])
+    prompt = await smollm.chat_prompt([{"role": "user", "content": "Reply with one word: what colour is grass?"}])
     short = await run(smollm, prompt, greedy(smollm, prompt))
     assert short.finish == "stop" and short.completion_tokens < 38, short  # greedy, it ends by itself
     for seed in (None, 4):  # the engine's batch, and an own generator

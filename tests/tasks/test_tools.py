@@ -17,8 +17,9 @@ from onnxkit.runtime.genai import Guidance
 from onnxkit.runtime.metrics import Metrics
 from onnxkit.settings import ServerSettings
 from onnxkit.tasks import tools
-from onnxkit.tasks.chat import ChatModel, chat_template
+from onnxkit.tasks.chat import ChatModel
 from onnxkit.tasks.guidance import Constraint
+from onnxkit.tasks.messages import chat_template
 
 WEATHER = {
     "type": "function",
@@ -138,7 +139,7 @@ def test_pydantic_style_refs_are_lifted_to_the_root() -> None:
 
 async def calls_from(model: ChatModel, use: tools.ToolUse, content: str, max_tokens: int = 160,
                      answer: Constraint | None = None) -> tuple[str | None, list[tools.ToolCall]]:  # fmt: skip
-    prompt = model.chat_prompt([{"role": "user", "content": content}], use)
+    prompt = await model.chat_prompt([{"role": "user", "content": content}], use)
     s = model.sampling(prompt, max_tokens=max_tokens, temperature=None, top_p=None, top_k=None, seed=None,
                        guidance=Guidance("lark_grammar", tools.grammar(use, answer)))  # fmt: skip
     parser = tools.CallParser()
@@ -200,7 +201,7 @@ def tool_aware_chat(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFact
     asyncio.run(model.close())
 
 
-def test_a_template_that_knows_tools_renders_them_itself(tool_aware_chat: ChatModel) -> None:
+async def test_a_template_that_knows_tools_renders_them_itself(tool_aware_chat: ChatModel) -> None:
     assert tool_aware_chat.template_knows_tools
     use = tools.parse_tools([WEATHER, ADD], "auto", None)
     messages = [
@@ -209,7 +210,7 @@ def test_a_template_that_knows_tools_renders_them_itself(tool_aware_chat: ChatMo
             {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
     ]  # fmt: skip
-    ids = tool_aware_chat.chat_prompt(messages, use)
+    ids = await tool_aware_chat.chat_prompt(messages, use)
     text = tool_aware_chat.token_bytes.tokenizer.decode(ids, skip_special_tokens=False)  # type: ignore[union-attr]
     # the template's own words: tools listed, the call's arguments an object (it reads ['city']), the result
     assert "TOOLS: get_weather add" in text and "CALL get_weather Paris" in text and "RESULT sunny" in text

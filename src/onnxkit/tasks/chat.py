@@ -21,10 +21,10 @@ from onnxkit.runtime.metrics import Recorder
 from onnxkit.settings import Limits, ServerSettings
 from onnxkit.tasks import tools as toolkit
 from onnxkit.tasks.logprobs import Entry, TokenBytes
+from onnxkit.tasks.messages import chat_template, check_message
 
 T = TypeVar("T")
 
-ROLES = ("system", "user", "assistant", "developer", "tool")
 MAX_TOP_LOGPROBS = 20
 SEED_RANGE = 2**31
 # Text shorter than this is tokenized on the event loop; longer text in a worker thread.
@@ -122,7 +122,7 @@ class ChatModel:
         tools needs guidance (their calls are constrained), unless the prompt is only counted."""
         if not messages:
             raise InvalidRequest("messages is empty; expected at least one message", param="messages")
-        checked = [_message(m, i) for i, m in enumerate(messages)]
+        checked = [check_message(m, i) for i, m in enumerate(messages)]
         if tools is not None and tools.active and need_guidance:
             self.require_guidance("tools")
         rendered, declared = toolkit.render(checked, tools, self.template_knows_tools)
@@ -319,89 +319,3 @@ class StopMatcher:
 def _take(pending: list[list[Entry]], i: int) -> tuple[Entry, ...]:
     out, pending[i] = tuple(pending[i]), []
     return out
-
-
-def chat_template(path: Path) -> str:
-    """The chat template's source (where genai reads it from), to see what it knows; "" if none."""
-    file = path / "chat_template.jinja"
-    if file.is_file():
-        return file.read_text(encoding="utf-8")
-    config = path / "tokenizer_config.json"
-    if config.is_file():
-        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
-        if isinstance(template, str):
-            return template
-        if isinstance(template, list):  # named templates
-            return "\n".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
-    return ""
-
-
-def _message(m: dict[str, Any], i: int) -> dict[str, Any]:
-    """A message as the template gets it: known role, text content, tool calls and results checked."""
-    role = m.get("role")
-    if role not in ROLES:
-        raise InvalidRequest(
-            f"messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}", param=f"messages[{i}].role"
-        )
-    out: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": _text(m.get("content"), i)}
-    if role == "tool":
-        call_id = m.get("tool_call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise InvalidRequest(
-                f"messages[{i}] has role 'tool' but no tool_call_id; expected the id of the call it answers",
-                param=f"messages[{i}].tool_call_id",
-            )
-        out["tool_call_id"] = call_id
-    calls = m.get("tool_calls")
-    if calls:
-        if role != "assistant":
-            raise InvalidRequest(
-                f"messages[{i}] has tool_calls but role {role!r}; only assistant messages carry them",
-                param=f"messages[{i}].tool_calls",
-            )
-        out["tool_calls"] = [_call(c, i, j) for j, c in enumerate(calls)]
-    if isinstance(m.get("name"), str):
-        out["name"] = m["name"]
-    return out
-
-
-def _call(call: Any, i: int, j: int) -> dict[str, Any]:
-    where = f"messages[{i}].tool_calls[{j}]"
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or "arguments" not in fn:
-        raise InvalidRequest(
-            f'{where} must be {{"id": ..., "type": "function", "function": {{"name": ..., "arguments": "{{...}}"}}}}',
-            param=where,
-        )
-    arguments = fn["arguments"]
-    if isinstance(arguments, str):
-        try:
-            json.loads(arguments or "{}")
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(
-                f"{where}.function.arguments is not JSON ({exc.msg}); expected a JSON object as text",
-                param=f"{where}.function.arguments",
-            ) from exc
-    return {"id": str(call.get("id", "")), "type": "function", "function": {"name": fn["name"], "arguments": arguments}}
-
-
-def _text(content: Any, index: int) -> str:
-    if isinstance(content, str):
-        return content
-    if content is None:
-        return ""
-    if isinstance(content, list):
-        parts = []
-        for j, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            else:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise InvalidRequest(
-                    f"messages[{index}].content[{j}] is of type {kind!r}; this model accepts only text parts",
-                    param=f"messages[{index}].content",
-                )
-        return "".join(parts)
-    raise InvalidRequest(
-        f"messages[{index}].content must be a string or a list of text parts", param=f"messages[{index}].content"
-    )
