@@ -61,6 +61,8 @@ def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
     """pydantic's error list → one readable sentence and the offending field."""
     parts = []
     param = None
+    # A wrong value first, then fields that are not honoured: both are named, the value is the param.
+    errors = sorted(errors, key=lambda e: e.get("type") == "extra_forbidden")
     for err in errors[:3]:
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         where = ".".join(loc) or "body"
