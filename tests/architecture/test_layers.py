@@ -20,7 +20,7 @@ LAYERS = [
 ]
 TRANSPORTS = {"onnxkit.serve.openai_http", "onnxkit.serve.tasks_http", "onnxkit.serve.kserve_http",
               "onnxkit.serve.kserve_grpc", "onnxkit.serve.tfserving_http", "onnxkit.serve.metrics_http",
-              "onnxkit.serve.ui_http"}  # fmt: skip
+              "onnxkit.serve.ui_http", "onnxkit.serve.text_http"}  # fmt: skip
 
 
 def modules() -> dict[str, Path]:

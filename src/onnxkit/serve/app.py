@@ -27,7 +27,7 @@ from onnxkit.errors import InternalError, InvalidRequest, ModelNotFound, Onnxkit
 from onnxkit.models.config import ModelConfig
 from onnxkit.models.folder import Task
 from onnxkit.runtime.metrics import Metrics
-from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, tfserving_http, ui_http
+from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, text_http, tfserving_http, ui_http
 from onnxkit.serve.access_log import AccessLog
 from onnxkit.serve.errors import describe_validation, error_body
 from onnxkit.serve.http import install_openapi
@@ -44,7 +44,7 @@ log = logging.getLogger("onnxkit.server")
 # In order: TF-Serving's /v1/models/{m}/versions/{v} and .../metadata, and the page's /v1/models/{m}/details
 # and /graph, come before OpenAI's /v1/models/{model_id:path}, which would otherwise swallow them.
 ROUTERS = (kserve_http.router, tfserving_http.router, metrics_http.router, ui_http.router, openai_http.router,
-           tasks_http.router)  # fmt: skip
+           tasks_http.router, text_http.router)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A transport like the HTTP ones, with a JSONL file for a wire: each input line is a request body as
 you would POST it to the model's route (``/v1/embeddings``, ``/v1/chat/completions`` or
-``/v1/completions``, ``/v1/classify``, ``/v1/qa``, or KServe v2 ``/v2/models/NAME/infer``), or a
+``/v1/completions``, ``/v1/classify``, ``/v1/qa``, ``/v1/rerank`` for a line with ``query`` and
+``documents``, or KServe v2 ``/v2/models/NAME/infer``), or a
 line of OpenAI's Batch API (``{"custom_id", "method", "url", "body"}``). A ``.txt`` file holds one
 text per line, for the text tasks. The app (``serve.app.create_app``) runs in this process without
 a socket; up to ``concurrency`` requests are in flight, so its dynamic batchers merge them exactly
@@ -42,6 +43,7 @@ ROUTES = {
     Task.ZERO_SHOT: "/v1/classify",
     Task.QUESTION_ANSWERING: "/v1/qa",
 }
+RERANKERS = (Task.TEXT_CLASSIFICATION, Task.EMBEDDINGS)
 BATCH_API_KEYS = {"custom_id", "body"}
 BATCH_API_FIELDS = {"custom_id", "method", "url", "body"}
 # What a Batch API line may POST to: the inference routes (never e.g. the repository's unload, which
@@ -85,6 +87,8 @@ def route_for(kind: Task, name: str, body: dict[str, Any]) -> str:
         return f"/v2/models/{name}/infer"
     if kind is Task.CHAT and "prompt" in body and "messages" not in body:
         return "/v1/completions"
+    if kind in RERANKERS and "query" in body and "documents" in body:
+        return "/v1/rerank"  # a cross-encoder (one-logit classifier) or an embeddings model ranks documents
     return ROUTES[kind]
 
 
