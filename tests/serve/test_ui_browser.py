@@ -4,11 +4,13 @@ embeddings heatmap and a model's graph, and fits a phone's width."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 from browser_helpers import Page, wait_until
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,7 +82,7 @@ def test_page_loads_offline_and_small(ui: Page, server: Server) -> None:
     chat = spec["components"]["schemas"]["ChatRequest"]["properties"]
     assert tab.locator("#chat-schema-field").is_visible() == ("response_format" in chat)
     tab.goto(server.url + "/ui#tasks")
-    tab.wait_for_selector("#tasks-empty, #rerank-form:not([hidden])")
+    wait_until(tab, "!document.querySelector('#tasks-empty').hidden || !document.querySelector('#rerank-form').hidden")
     assert tab.locator("#rerank-form").is_visible() == ("/v1/rerank" in spec["paths"])
 
 
@@ -165,6 +167,34 @@ def test_stop_cancels_the_generation_on_the_server(ui: Page, server: Server) -> 
     assert 0 < counted - before < 8000
     time.sleep(1.0)
     assert _counter(server, "onnxkit_generated_tokens_total", "tiny-chat") == counted
+
+
+# A small schema with bounded fields, so the random tiny model's constrained reply ends well within max_tokens.
+CITY = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "capital": {"type": "boolean"}},
+    "required": ["name", "capital"], "additionalProperties": False,
+}  # fmt: skip
+
+
+def test_json_schema_box_holds_the_reply_to_the_schema(ui: Page) -> None:
+    tab = ui.open("chat")
+    wait_until(tab, "document.querySelector('#chat-model').options.length > 0")
+    tab.locator("#chat-schema").fill("{not json")
+    tab.fill("#chat-input", "Describe a city.")
+    tab.press("#chat-input", "Enter")
+    wait_until(tab, "document.querySelector('#chat-status').textContent.startsWith('The JSON schema does not parse')")
+    assert tab.locator(".msg").count() == 0  # nothing was sent
+    tab.locator("#chat-schema").fill(json.dumps(CITY))
+    _set(tab, "#chat-temperature", "0.7")
+    tab.fill("#chat-max-tokens", "300")
+    tab.fill("#chat-seed", "3")
+    tab.press("#chat-input", "Enter")
+    wait_until(tab, "document.querySelector('#chat-status').textContent === 'Reply complete'")
+    assert "finish: stop" in tab.locator(".msg.assistant .stats").inner_text()
+    # Shown verbatim (not as markdown), and it is what the schema asked for.
+    jsonschema.validate(json.loads(tab.locator(".msg.assistant .body pre").text_content() or ""), CITY)
+    assert '"response_format":{"type":"json_schema"' in (tab.locator("#chat-curl").text_content() or "")
 
 
 def test_embeddings_heatmap(ui: Page, server: Server) -> None:

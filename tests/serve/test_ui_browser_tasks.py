@@ -1,5 +1,6 @@
-"""The Tasks view in a real browser against tiny classification, zero-shot and QA exports: bars with the
-server's scores, and the answer marked inside the context (offsets in code points, as the API gives them)."""
+"""The Tasks view in a real browser against tiny classification, zero-shot, QA, cross-encoder and embeddings
+models: bars with the server's scores, the answer marked inside the context (offsets in code points, as the
+API gives them), and documents ranked by /v1/rerank."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from onnxkit.serve.server import Server
 
 
 @pytest.fixture(scope="module")
-def server(task_exports: dict[str, Path]) -> Iterator[Server]:
-    with Server([ModelSpec(n, p) for n, p in task_exports.items()], port=0) as s:
+def server(task_exports: dict[str, Path], tiny_cross_encoder: Path, tiny_embed_model: Path) -> Iterator[Server]:
+    models = [ModelSpec(n, p) for n, p in task_exports.items()]
+    models += [ModelSpec("tiny-cross", tiny_cross_encoder), ModelSpec("tiny-embed", tiny_embed_model)]
+    with Server(models, port=0) as s:
         yield s
 
 
@@ -52,3 +55,24 @@ def test_classification_zero_shot_and_qa(ui: Page, server: Server) -> None:
     assert tab.locator("#qa-result mark").inner_text() == context[answer["start"] : answer["end"]]
     assert tab.locator("#qa-result .context").inner_text() == context
     assert "/v1/qa" in tab.locator("#tasks-curl").text_content()
+
+
+def test_rerank_lists_the_models_that_rank_and_shows_their_order(ui: Page, server: Server) -> None:
+    tab = ui.open("tasks")
+    tab.locator("#rerank-form").wait_for()
+    # An embeddings model and a one-logit classifier rank; tiny-cls (two labels) would be refused by /v1/rerank.
+    assert sorted(tab.locator("#rerank-model option").all_inner_texts()) == ["tiny-cross", "tiny-embed"]
+    documents = ["plants make sugar from light", "the market closed higher", "leaves hold chlorophyll"]
+    for model in ("tiny-cross", "tiny-embed"):
+        tab.select_option("#rerank-model", model)
+        tab.fill("#rerank-query", "how do plants make food?")
+        tab.fill("#rerank-docs", "\n".join(documents))
+        tab.evaluate("document.querySelector('#rerank-result').replaceChildren()")
+        tab.click("#rerank-form button[type=submit]")
+        tab.wait_for_selector("#rerank-result .bars")
+        api = httpx.post(server.url + "/v1/rerank", json={"model": model, "query": "how do plants make food?",
+                                                          "documents": documents}).json()  # fmt: skip
+        expected = [(f"{r['index'] + 1}. {documents[r['index']]}", round(r["relevance_score"], 3))
+                    for r in api["results"]]  # fmt: skip
+        assert _bars(tab, "rerank") == expected, model
+    assert "/v1/rerank" in tab.locator("#tasks-curl").text_content()

@@ -113,10 +113,12 @@ async function send() {
   let pending = false;
   // Follow the reply as it grows, unless the reader has scrolled up to read something else.
   const atBottom = () => window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+  // A reply held to a JSON schema is data, not prose: shown verbatim, where markdown would eat its * and _.
+  const structured = body.response_format !== undefined;
   const draw = () => {
     pending = false;
     const follow = atBottom();
-    replyBody.replaceChildren(markdown(answer));
+    replyBody.replaceChildren(structured ? h("pre", { class: "mono" }, answer) : markdown(answer));
     if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
   };
   window.scrollTo(0, document.documentElement.scrollHeight);

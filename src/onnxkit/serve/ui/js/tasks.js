@@ -1,16 +1,17 @@
 // Task models: /v1/classify (fixed labels, zero-shot), /v1/qa, and /v1/rerank where the server has it.
 import { $, h, clear, fillSelect, errorBox, ms } from "./dom.js";
-import { postJSON, curl } from "./api.js";
+import { getJSON, postJSON, curl } from "./api.js";
 
 const TASKS = {
   cls: ["text-classification"],
   zs: ["zero-shot-classification"],
   qa: ["question-answering"],
-  // Rerank (issue 12) scores pairs with a cross-encoder (a text-classification export with one logit) or
-  // ranks by cosine with an embeddings model. Revisit these tasks once /v1/rerank is merged.
-  rerank: ["embeddings", "text-classification", "rerank"],
+  // /v1/rerank ranks by cosine with an embeddings model, or scores pairs with a cross-encoder: a
+  // text-classification export with one logit (crossEncoders below picks those out).
+  rerank: ["embeddings"],
 };
 let canRerank = false;
+let shownFor = 0; // the latest showTaskModels call: an older one's late answer is dropped
 
 export function setupTasks(capabilities) {
   canRerank = capabilities.rerank;
@@ -19,10 +20,14 @@ export function setupTasks(capabilities) {
   }
 }
 
-export function showTaskModels(models) {
+export async function showTaskModels(models) {
+  const call = ++shownFor;
+  const rerankers = canRerank ? await crossEncoders(models) : [];
+  if (call !== shownFor) return;
   let any = false;
   for (const [name, tasks] of Object.entries(TASKS)) {
     const names = models.filter((m) => m.ready && tasks.includes(m.task)).map((m) => m.id);
+    if (name === "rerank") names.push(...rerankers);
     const shown = names.length > 0 && (name !== "rerank" || canRerank);
     $(`#${name}-form`).hidden = !shown;
     fillSelect($(`#${name}-model`), names);
@@ -31,9 +36,26 @@ export function showTaskModels(models) {
   const empty = $("#tasks-empty");
   empty.hidden = any;
   if (!any) {
-    clear(empty, "This server serves no classification or question-answering model. Export one, then serve it: ",
+    clear(empty, "This server serves no classification, question-answering or ranking model. Export one, then serve it: ",
       h("code", {}, "onnxkit export ./my-bert --task text-classification -o out/cls && onnxkit serve out/cls"));
   }
+}
+
+// The text-classification models that /v1/rerank takes: those whose ONNX graph has one output of one
+// logit per pair (a cross-encoder), read from GET /v1/models/{id}/details. A model whose details cannot
+// be read is left out of the list rather than offered and refused.
+async function crossEncoders(models) {
+  const candidates = models.filter((m) => m.ready && m.task === "text-classification");
+  const found = await Promise.all(candidates.map(async (m) => {
+    try {
+      const details = await getJSON(`/v1/models/${encodeURIComponent(m.id)}/details`);
+      const outputs = details.inspect?.outputs || [];
+      return outputs.length === 1 && outputs[0].shape.at(-1) === 1 ? m.id : null;
+    } catch {
+      return null;
+    }
+  }));
+  return found.filter(Boolean);
 }
 
 async function timed(name, run) {
