@@ -109,6 +109,13 @@ def traffic(url: str, stop: threading.Event) -> None:
             })  # fmt: skip
 
 
+TIP_SCHEMA = {
+    "type": "object",
+    "properties": {"tip": {"type": "string", "maxLength": 60}, "why": {"type": "string", "maxLength": 120}},
+    "required": ["tip", "why"],
+}
+
+
 def shoot(url: str, out: Path, profile: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -133,8 +140,15 @@ def shoot(url: str, out: Path, profile: Path) -> list[Path]:
         tab.fill("#chat-max-tokens", "200")
         tab.fill("#chat-seed", "2")  # the default temperature (0.7), with a seed that gives a tidy list
         chat("Give me three tips for writing clear documentation.")
-        chat("Which one matters most? One sentence.")
-        save("chat", full_page=True)
+        tab.fill("#chat-schema", json.dumps(TIP_SCHEMA, indent=1))  # the second reply: structured output
+        chat("Which one matters most? Answer as JSON.")
+        # A viewport as tall as the conversation, not full_page: that would draw the sticky composer mid-page.
+        height = tab.evaluate("document.documentElement.scrollHeight")
+        tab.set_viewport_size({"width": 1280, "height": min(height, 1600)})
+        tab.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        tab.screenshot(path=str(out / "chat.png"))
+        written.append(out / "chat.png")
+        tab.set_viewport_size({"width": 1280, "height": 800})
 
         tab.goto(f"{url}/ui#embeddings")
         tab.click("#embed-form button[type=submit]")
@@ -142,7 +156,7 @@ def shoot(url: str, out: Path, profile: Path) -> list[Path]:
         save("embeddings")
 
         tab.goto(f"{url}/ui#tasks")
-        for form in ("cls", "zs", "qa"):
+        for form in ("cls", "zs", "qa", "rerank"):  # rerank: all-minilm-l6-v2, by cosine
             tab.click(f"#{form}-form button[type=submit]")
             tab.wait_for_selector(f"#{form}-result > *")
         save("tasks", full_page=True)
