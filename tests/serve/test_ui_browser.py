@@ -231,6 +231,31 @@ def test_model_page_with_graph_and_infer_form(ui: Page, server: Server, tiny_emb
     assert "embeddings FP32 [1, 32]" in tab.locator(".infer-out").inner_text()
 
 
+def _requests_cell(tab: Any, model: str) -> str:
+    return str(tab.evaluate(
+        """(model) => [...document.querySelectorAll('#server-models tbody tr')]
+             .find((r) => r.cells[0].textContent === model)?.cells[3].textContent ?? ''""", model))  # fmt: skip
+
+
+def test_server_view_follows_health_and_metrics(ui: Page, server: Server) -> None:
+    tab = ui.open("server")
+    wait_until(tab, "document.querySelector('#server-models tbody tr') !== null")
+    health = httpx.get(server.url + "/health").json()
+    assert f"Status\n{health['status']}\n" in tab.locator("#server-health").inner_text()
+    assert _requests_cell(tab, "tiny-chat") != "" and _requests_cell(tab, "tiny-embed") != ""
+    for _ in range(3):
+        httpx.post(server.url + "/v1/embeddings", json={"model": "tiny-embed", "input": "hello"}).raise_for_status()
+    # The next scrape (every 2 s) shows /metrics' successful requests for the model, and the
+    # requests-per-second chart has drawn a point for that interval.
+    served = _counter(server, "onnxkit_requests_total", "tiny-embed")  # success and failure; none failed here
+    deadline = time.monotonic() + 10
+    while _requests_cell(tab, "tiny-embed") != str(int(served)):
+        assert time.monotonic() < deadline, (_requests_cell(tab, "tiny-embed"), served)
+        time.sleep(0.1)
+    wait_until(tab, "document.querySelector('#chart-rps polyline').getAttribute('points') !== ''", timeout=10)
+    assert float(tab.locator("#chart-rps .now").inner_text()) >= 0
+
+
 def test_layout_fits_phone_and_desktop_widths(ui: Page) -> None:
     tab = ui.open()
     for width, height in ((390, 844), (1280, 900)):
