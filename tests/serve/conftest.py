@@ -35,9 +35,13 @@ def _no_browser(why: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless chromium for the session (Playwright's own browser download is never used)."""
+    """One headless chromium per module (Playwright's own browser download is never used).
+
+    Not per session: while Playwright's sync API is open it leaves its event loop set as the thread's
+    running loop, so every pytest-asyncio test after it would fail ("Runner.run() cannot be called
+    from a running event loop"). Closed at the end of the module, it takes its loop with it."""
     executable = os.environ.get("ONNXKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         _no_browser("chromium is not installed (`make browser` runs `apt-get install -y chromium`)")
