@@ -44,6 +44,14 @@ def test_ignored_fields_are_accepted(client: openai.OpenAI) -> None:
     assert r.choices[0].message.content is not None
 
 
+@pytest.mark.parametrize(("field", "value"), [("store", True), ("service_tier", "priority")])
+def test_bookkeeping_fields_that_ask_for_something_are_400(client: openai.OpenAI, field: str, value: object) -> None:
+    # store=true asks for the completion to be kept for retrieval, a tier for other processing: neither is done
+    with pytest.raises(openai.BadRequestError, match=f"{field}=") as e:
+        client.chat.completions.create(model="tiny-chat", messages=MSG, max_tokens=2, extra_body={field: value})  # type: ignore[call-overload]
+    assert "leave " + field + " out" in str(e.value)
+
+
 def test_penalties_are_honoured_and_bounded(client: openai.OpenAI) -> None:
     kw = {"model": "tiny-chat", "messages": MSG, "max_tokens": 30, "temperature": 0}
     plain = client.chat.completions.create(**kw).choices[0].message.content  # type: ignore[call-overload]

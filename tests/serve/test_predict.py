@@ -271,12 +271,16 @@ def test_rerank_lines_for_a_cross_encoder(tiny_cross_encoder: Path, tmp_path: Pa
     docs = ["the capital of france is paris", "a quick brown fox", "the weather today is sunny"]
     rows: list[object] = [{"query": "where is paris", "documents": docs, "top_n": 2},
                           {"input": "a quick brown fox"},  # the same model's /v1/classify
-                          {"custom_id": "r1", "body": {"query": "sunny weather", "documents": docs}}]  # fmt: skip
+                          {"custom_id": "r1", "body": {"query": "sunny weather", "documents": docs}},
+                          {"custom_id": "r2", "method": "POST", "url": "/v1/rerank",
+                           "body": {"query": "a fox", "documents": docs, "top_n": 1}}]  # fmt: skip
     got, ok, failed = run(ModelSpec("tiny-cross", tiny_cross_encoder), lines(tmp_path / "in.jsonl", rows))
-    assert (ok, failed) == (3, 0)
+    assert (ok, failed) == (4, 0)
     with Server([ModelSpec("tiny-cross", tiny_cross_encoder)], port=0) as s:
         want = httpx.post(s.url + "/v1/rerank", json={"model": "tiny-cross", **rows[0]}, timeout=30).json()  # type: ignore[dict-item]
     assert got[0]["results"] == want["results"] and len(want["results"]) == 2
     assert "data" in got[1]
     batch = got[2]["response"]
     assert isinstance(batch, dict) and batch["status_code"] == 200 and len(batch["body"]["results"]) == 3
+    named = got[3]["response"]  # a Batch API line that names the route
+    assert isinstance(named, dict) and named["status_code"] == 200 and len(named["body"]["results"]) == 1

@@ -15,6 +15,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 # Accepted and ignored: they change nothing in the answer. (OpenAI's own server keeps them for
 # its dashboards, caching and billing.)
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+# Of those, two ask for something when set: storing the completion for later retrieval, and a
+# processing tier. onnxkit does neither, so only the values that ask for nothing pass.
+_ASKS_NOTHING: dict[str, tuple[object, ...]] = {"store": (None, False), "service_tier": (None, "auto", "default")}
 
 
 class _Request(BaseModel):
@@ -23,9 +26,15 @@ class _Request(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_ignored(cls, data: Any) -> Any:
-        if isinstance(data, dict) and IGNORED & data.keys():
-            return {k: v for k, v in data.items() if k not in IGNORED}
-        return data
+        if not (isinstance(data, dict) and IGNORED & data.keys()):
+            return data
+        for key, allowed in _ASKS_NOTHING.items():
+            if key in data and not any(data[key] is a or (a is not None and data[key] == a) for a in allowed):
+                raise ValueError(
+                    f"{key}={data[key]!r} is not honoured here (onnxkit stores no completions and has one "
+                    f"processing tier); leave {key} out, or send one of {[a for a in allowed if a is not None]}"
+                )
+        return {k: v for k, v in data.items() if k not in IGNORED}
 
 
 class StreamOptions(_Request):

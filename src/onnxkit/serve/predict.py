@@ -49,7 +49,7 @@ BATCH_API_FIELDS = {"custom_id", "method", "url", "body"}
 # What a Batch API line may POST to: the inference routes (never e.g. the repository's unload, which
 # would take the model away from the lines after it).
 INFERENCE_URL = re.compile(
-    r"^(?:/v1/(?:embeddings|chat/completions|completions|classify|qa)"
+    r"^(?:/v1/(?:embeddings|chat/completions|completions|classify|qa|rerank)"
     r"|/v2/models/[^/]+(?:/versions/[^/]+)?/infer"
     r"|/v1/models/[^/:]+(?:/versions/[^/:]+)?:predict)$"
 )
@@ -199,7 +199,7 @@ def _batch_line(number: int, data: dict[str, Any], spec: ModelSpec, kind: Task) 
         problem = f"line {number}: body is a JSON {type(body).__name__}; expected the request body (an object)"
     elif url is not None and not (isinstance(url, str) and INFERENCE_URL.match(url)):
         problem = (f"line {number}: url {url!r} is not an inference route; expected one of /v1/embeddings, "
-                   "/v1/chat/completions, /v1/completions, /v1/classify, /v1/qa, /v2/models/NAME/infer, "
+                   "/v1/chat/completions, /v1/completions, /v1/classify, /v1/qa, /v1/rerank, /v2/models/NAME/infer, "
                    "/v1/models/NAME:predict")
     if problem is not None:
         return Line(number, default, {}, custom_id, problem)
