@@ -7,9 +7,14 @@ import os
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.settings import DEFAULT_MODELS, Limits, ServerSettings
+
+if TYPE_CHECKING:
+    from onnxkit.serve.app import ModelSpec
+    from onnxkit.serve.ray_serve import Scaling
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,6 +61,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="explicit mode: models to load at start ('*': all; default all)")
     t.add_argument("--grpc-port", type=int, default=None,
                    help="KServe v2 gRPC port (default 8001 with --repository/--config, else off; -1: off)")
+    r = p.add_argument_group("Ray (pip install 'onnxkit[ray]'; docs/scale-out.md)")
+    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run as a Ray Serve deployment behind Ray's HTTP proxy (on --host/--port); ADDRESS is "
+                        "an existing cluster (auto, HOST:PORT or ray://HOST:PORT), none starts a private one on "
+                        "127.0.0.1. KServe v2 gRPC is not served on Ray (see docs/scale-out.md)")
+    r.add_argument("--replicas", default="1", metavar="N|auto",
+                   help="replicas, each loading the models once; auto scales on ongoing requests")
+    r.add_argument("--max-replicas", type=int, default=None, help="with --replicas auto: the most replicas")
+    r.add_argument("--target-ongoing-requests", type=float, default=8.0,
+                   help="with --replicas auto: requests in flight per replica that Ray scales towards")
+    r.add_argument("--ray-models", choices=["auto", "object-store", "path"], default="auto",
+                   help="how model files reach other nodes: auto uses the same path when a node has the same "
+                        "files there, else a copy through Ray's object store")
     p.add_argument("--log-json", action="store_true", help="access log lines as JSON")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     p.set_defaults(func=run)
@@ -100,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from onnxkit.serve import server
 
     settings = settings_from(args)
+    scaling = check_ray_flags(args)
     tensor_serving = bool(args.repository or args.config)
     specs = args.models or ([] if tensor_serving else list(DEFAULT_MODELS))
     running = server.probe(settings.host, settings.port)
@@ -112,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         return detach(settings, sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs])
     server.write_pidfile(settings)
+    if scaling is not None:
+        return serve_on_ray(args, settings, models, scaling)
     what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
     grpc = f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
     print(f"serving {', '.join(what)} on http://{settings.host}:{settings.port}{grpc}", flush=True)
@@ -120,6 +141,49 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.pidfile(settings.port).unlink(missing_ok=True)
     return 0
+
+
+def serve_on_ray(args: argparse.Namespace, settings: ServerSettings, models: list[ModelSpec], scaling: Scaling) -> int:
+    from onnxkit.serve import server
+    from onnxkit.serve.ray_driver import serve_on_ray
+
+    try:
+        serve_on_ray(settings, models, scaling, address=None if args.ray == "local" else args.ray,
+                     transfer=args.ray_models, ready=lambda line: print(line, flush=True))
+    finally:
+        server.pidfile(settings.port).unlink(missing_ok=True)
+    return 0
+
+
+def check_ray_flags(args: argparse.Namespace) -> Scaling | None:
+    """The Ray flags, checked before any model is pulled; None without --ray (then none may be given)."""
+    if args.ray is None:
+        given = [flag for flag, value, default in (
+            ("--replicas", args.replicas, "1"), ("--max-replicas", args.max_replicas, None),
+            ("--target-ongoing-requests", args.target_ongoing_requests, 8.0), ("--ray-models", args.ray_models, "auto"),
+        ) if value != default]
+        if given:
+            raise OnnxkitError(f"{', '.join(given)} only apply with --ray")
+        return None
+    from onnxkit.serve.ray_cluster import check_address
+
+    check_address(args.ray)
+    return scaling_from(args)
+
+
+def scaling_from(args: argparse.Namespace) -> Scaling:
+    from onnxkit.serve.ray_serve import Scaling
+
+    if args.replicas == "auto":
+        if not args.max_replicas or args.max_replicas < 1:
+            raise OnnxkitError("--replicas auto needs --max-replicas M (M >= 1): the most replicas Ray may start")
+        return Scaling(replicas=None, max_replicas=args.max_replicas,
+                       target_ongoing_requests=args.target_ongoing_requests)
+    if not args.replicas.isdigit() or int(args.replicas) < 1:
+        raise OnnxkitError(f"--replicas {args.replicas!r}: expected a whole number >= 1 or 'auto'")
+    if args.max_replicas is not None:
+        raise OnnxkitError("--max-replicas goes with --replicas auto; a fixed --replicas N needs none")
+    return Scaling(replicas=int(args.replicas), max_replicas=int(args.replicas))
 
 
 def detach(settings: ServerSettings, argv: list[str]) -> int:
