@@ -36,7 +36,7 @@ from onnxkit.serve.ray_cluster import connect
 from onnxkit.serve.ray_shipping import Shipment, land, ship
 from onnxkit.settings import ServerSettings, default_home
 
-RANGE_BYTES = 4 << 20  # a read task's share of a text file
+RANGE_BYTES = 1 << 20  # the least a read task reads of a text file
 ROWS_PER_BLOCK = 8192
 SCHEMA = pa.schema([("number", pa.int64()), ("raw", pa.string())])
 
@@ -46,12 +46,12 @@ def _terminators(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
 
 
-def text_ranges(path: Path, parts: int) -> list[tuple[int, int, int]]:
+def text_ranges(path: Path, parts: int, min_bytes: int = RANGE_BYTES) -> list[tuple[int, int, int]]:
     """(start byte, end byte, number of the first line) for up to ``parts`` ranges cut after a newline."""
     size = path.stat().st_size
     if size == 0:
         return []
-    parts = max(1, min(parts, math.ceil(size / RANGE_BYTES)))
+    parts = max(1, min(parts, math.ceil(size / min_bytes)))
     ranges: list[tuple[int, int, int]] = []
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         start, number = 0, 1

@@ -157,6 +157,8 @@ def application(
         # Many requests in flight per replica: its batchers merge them; its own queues bound them (429).
         "max_ongoing_requests": 256,
         "max_queued_requests": settings.max_queue,
+        # As the plain server gives requests in flight on stop (uvicorn's graceful shutdown).
+        "graceful_shutdown_timeout_s": 10,
     }
     if scaling.replicas is None:
         options["autoscaling_config"] = {
