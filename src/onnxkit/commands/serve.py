@@ -60,7 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--load-model", action="append", default=[], metavar="NAME",
                    help="explicit mode: models to load at start ('*': all; default all)")
     t.add_argument("--grpc-port", type=int, default=None,
-                   help="KServe v2 gRPC port (default 8001 with --repository/--config, else off; -1: off)")
+                   help="KServe v2 gRPC port (default 8001 with --repository/--config, else off; -1: off). With "
+                        "--ray: off unless given, then served by Ray Serve's gRPC proxy, which listens on every "
+                        "interface")
     r = p.add_argument_group("Ray (pip install 'onnxkit[ray]'; docs/scale-out.md)")
     r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run as a Ray Serve deployment behind Ray's HTTP proxy (on --host/--port); ADDRESS is "
@@ -111,7 +113,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
 def grpc_port(args: argparse.Namespace) -> int | None:
     if args.grpc_port is not None:
         return None if args.grpc_port < 0 else int(args.grpc_port)
-    return 8001 if args.repository or args.config else None
+    # On Ray, gRPC only when asked for: Ray's gRPC proxy listens on every interface, whatever --host says.
+    return 8001 if (args.repository or args.config) and args.ray is None else None
 
 
 def run(args: argparse.Namespace) -> int:

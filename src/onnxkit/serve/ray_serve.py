@@ -152,11 +152,14 @@ def application(
     repositories = [ship(Path(r).name, Path(r), transfer) for r in settings.repositories]
     options: dict[str, Any] = {
         "name": DEPLOYMENT,
-        # A replica reserves the cores its onnxruntime threads use, so Ray places replicas where they fit.
-        "ray_actor_options": {"num_cpus": threads},
-        # Many requests in flight per replica: its batchers merge them; its own queues bound them (429).
+        # A replica reserves the cores its onnxruntime threads use (its share at most, so that an
+        # explicit --threads never leaves replicas unplaceable), and Ray places them where they fit.
+        "ray_actor_options": {"num_cpus": min(float(threads), cpus / scaling.most) if cpus else threads},
+        # Many requests in flight per replica: its batchers merge them and bound their own queues (429).
         "max_ongoing_requests": 256,
+        # Beyond that, each proxy queues this many for the deployment, then answers 429 as our queues do.
         "max_queued_requests": settings.max_queue,
+        "backpressure_config": {"status_code": 429},
         # As the plain server gives requests in flight on stop (uvicorn's graceful shutdown).
         "graceful_shutdown_timeout_s": 10,
     }
@@ -171,3 +174,49 @@ def application(
         options["num_replicas"] = scaling.replicas
     deployment = serve.deployment(**options)(serve.ingress()(OnnxkitReplica))
     return deployment.bind(settings, shipped, repositories, driver_pid, app_name)
+
+
+BUILD_ARGS = {"models", "repository", "replicas", "max_replicas", "target_ongoing_requests", "settings",
+              "model_transfer"}
+
+
+def build(args: dict[str, Any]) -> Any:
+    """``import_path: onnxkit.serve.ray_serve:build`` in a Serve config (``serve run``, KubeRay's RayService).
+
+    ``args``: ``models`` (names or paths, as ``onnxkit serve`` takes them; default: the default models
+    unless a ``repository`` is given), ``repository`` (folders), ``replicas`` (N or ``auto`` with
+    ``max_replicas`` and ``target_ongoing_requests``), ``settings`` (``ServerSettings`` fields, e.g.
+    ``threads``, ``max_batch_size``, ``api_key``). Models resolve on the node that builds the
+    application and must be at the same path on every node (a shared volume): a Serve config has no
+    driver to hold copies in the object store.
+    """
+    import dataclasses
+
+    import ray
+
+    from onnxkit.errors import InvalidRequest
+    from onnxkit.serve.server import resolve_spec
+    from onnxkit.settings import DEFAULT_MODELS
+
+    unknown = set(args) - BUILD_ARGS
+    if unknown:
+        raise InvalidRequest(f"Serve config args {sorted(unknown)} are unknown; onnxkit takes {sorted(BUILD_ARGS)}")
+    if args.get("model_transfer", "path") != "path":
+        raise InvalidRequest("model_transfer: a Serve config deploys without an onnxkit driver to keep copies in "
+                             "the object store; only 'path' (a path every node sees) works here")
+    fields = {f.name for f in dataclasses.fields(ServerSettings)}
+    overrides = dict(args.get("settings") or {})
+    if set(overrides) - fields:
+        raise InvalidRequest(f"settings {sorted(set(overrides) - fields)} are not ServerSettings fields "
+                             f"({', '.join(sorted(fields))})")
+    repositories = tuple(str(r) for r in args.get("repository") or ())
+    settings = ServerSettings(**{**overrides, "repositories": repositories})
+    names = args.get("models") or ([] if repositories else list(DEFAULT_MODELS))
+    replicas = args.get("replicas", 1)
+    if replicas == "auto":
+        scaling = Scaling(replicas=None, max_replicas=int(args.get("max_replicas") or 1),
+                          target_ongoing_requests=float(args.get("target_ongoing_requests", 8.0)))
+    else:
+        scaling = Scaling(replicas=int(replicas), max_replicas=int(replicas))
+    cpus = int(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call]
+    return application(settings, [resolve_spec(str(m)) for m in names], scaling, cpus=cpus, transfer="path")
