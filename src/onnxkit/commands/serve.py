@@ -67,11 +67,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run as a Ray Serve deployment behind Ray's HTTP proxy (on --host/--port); ADDRESS is "
                         "an existing cluster (auto, HOST:PORT or ray://HOST:PORT), none starts a private one on "
-                        "127.0.0.1. KServe v2 gRPC is not served on Ray (see docs/scale-out.md)")
+                        "127.0.0.1. KServe v2 gRPC with --grpc-port, through Ray Serve's gRPC proxy "
+                        "(tritonclient works unchanged)")
     r.add_argument("--replicas", default="1", metavar="N|auto",
                    help="replicas, each loading the models once; auto scales on ongoing requests")
-    r.add_argument("--max-replicas", type=int, default=None, help="with --replicas auto: the most replicas")
-    r.add_argument("--target-ongoing-requests", type=float, default=8.0,
+    r.add_argument("--max-replicas", type=int, default=None, metavar="M",
+                   help="with --replicas auto: the most replicas")
+    r.add_argument("--target-ongoing-requests", type=float, default=8.0, metavar="N",
                    help="with --replicas auto: requests in flight per replica that Ray scales towards")
     r.add_argument("--ray-models", choices=["auto", "object-store", "path"], default="auto",
                    help="how model files reach other nodes: auto uses the same path when a node has the same "

@@ -19,7 +19,7 @@ from onnxkit.errors import OnnxkitError
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.ray_cluster import Cluster, connect
 from onnxkit.serve.ray_grpc import SERVICER_FUNCTION
-from onnxkit.serve.ray_serve import APP_NAME, Scaling, application, threads_per_replica
+from onnxkit.serve.ray_serve import APP_NAME, QUIET_LOGS, Scaling, application, threads_per_replica
 from onnxkit.settings import ServerSettings
 
 
@@ -62,7 +62,7 @@ def serve_on_ray(
         if settings.grpc_port is not None:
             grpc = {"port": settings.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
         serve.start(http_options={"host": settings.host, "port": settings.port}, grpc_options=grpc or None,
-                    proxy_location=proxy_location(cluster))
+                    proxy_location=proxy_location(cluster), logging_config=QUIET_LOGS)
         app = application(settings, models, scaling, cpus=cluster.cpus, transfer=transfer,
                           driver_pid=os.getpid())
         stop = threading.Event()

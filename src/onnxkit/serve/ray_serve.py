@@ -24,6 +24,7 @@ from onnxkit.settings import ServerSettings, default_home
 
 APP_NAME = "onnxkit"
 DEPLOYMENT = "onnxkit"
+QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ def application(
         "backpressure_config": {"status_code": 429},
         # As the plain server gives requests in flight on stop (uvicorn's graceful shutdown).
         "graceful_shutdown_timeout_s": 10,
+        # One access line per request: the app's own (--no-access-log turns it off), not Ray's too.
+        "logging_config": QUIET_LOGS,
     }
     if scaling.replicas is None:
         options["autoscaling_config"] = {
