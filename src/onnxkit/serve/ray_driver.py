@@ -69,6 +69,8 @@ def serve_on_ray(
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             _deploy(app, settings, startup_timeout, stop)
+            if stop.is_set():
+                return  # stopped while deploying: torn down below, never announced
             threads = threads_per_replica(settings, cluster.cpus, scaling)
             count = (f"{scaling.replicas} replica(s)" if scaling.replicas
                      else f"1-{scaling.max_replicas} replicas (auto)")
