@@ -98,7 +98,10 @@ class ClusterHealth:
             await self.app(scope, receive, send)
             return
         status, body = await _capture(self.app, scope, receive)
-        app_status, replicas = await asyncio.to_thread(replica_states, self.app_name)
+        try:
+            app_status, replicas = await asyncio.to_thread(replica_states, self.app_name)
+        except Exception as exc:  # the controller is away (restarting): not known to be ready
+            app_status, replicas = f"unknown ({type(exc).__name__}: {exc})", {}
         every = app_status == "RUNNING" and bool(replicas) and set(replicas) == {"RUNNING"}
         if status == 200 and not every:
             status, body["status"] = 503, "loading"

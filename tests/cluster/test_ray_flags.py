@@ -1,0 +1,32 @@
+"""The Ray flags are checked before anything is pulled or started, and never silently ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from onnxkit.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["serve", "m", "--replicas", "2"], "--replicas only apply with --ray"),
+        (["serve", "m", "--ray-models", "path"], "--ray-models only apply with --ray"),
+        (["serve", "--ray", "all-minilm-l6-v2"], "is not a Ray address"),
+        (["serve", "m", "--ray", "--replicas", "auto"], "--replicas auto needs --max-replicas"),
+        (["serve", "m", "--ray", "--replicas", "0"], "expected a whole number >= 1 or 'auto'"),
+        (["serve", "m", "--ray", "--replicas", "2", "--max-replicas", "4"], "--max-replicas goes with --replicas auto"),
+        (["predict", "m", "-i", "x.txt", "--workers", "2"], "--workers and --ray-models only apply with --ray"),
+        (["predict", "m", "-i", "x.txt", "--ray", "nohost"], "is not a Ray address"),
+    ],
+)
+def test_bad_ray_flags_are_refused_by_name(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 1
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("address", ["auto", "127.0.0.1:6379", "ray://head.example:10001", "[::1]:6379"])
+def test_addresses_that_are_accepted(address: str) -> None:
+    from onnxkit.serve.ray_cluster import check_address
+
+    check_address(address)
