@@ -30,3 +30,21 @@ def test_addresses_that_are_accepted(address: str) -> None:
     from onnxkit.serve.ray_cluster import check_address
 
     check_address(address)
+
+
+@pytest.mark.parametrize(
+    ("host", "address", "probed"),
+    [
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("0.0.0.0", None, "127.0.0.1"),
+        ("0.0.0.0", "auto", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1:6379", "127.0.0.1"),
+        ("0.0.0.0", "ray://head.example:10001", "head.example"),
+        ("0.0.0.0", "10.0.0.5:6379", "10.0.0.5"),
+        ("::", None, "::1"),
+    ],
+)
+def test_readiness_is_asked_where_this_machine_reaches_the_proxy(host: str, address: str | None, probed: str) -> None:
+    from onnxkit.serve.ray_cluster import probe_host
+
+    assert probe_host(host, address) == probed

@@ -134,7 +134,15 @@ def run(args: argparse.Namespace) -> int:
     # Pull what is missing in the foreground, so progress shows and errors surface here.
     models = [server.resolve_spec(s) for s in specs]
     if args.detach:
-        return detach(settings, sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs])
+        argv = sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs]
+        if scaling is not None:  # wait for Ray's proxy where this machine reaches it
+            from dataclasses import replace
+
+            from onnxkit.serve.ray_cluster import probe_host
+
+            address = None if args.ray == "local" else args.ray
+            return detach(replace(settings, host=probe_host(settings.host, address)), argv)
+        return detach(settings, argv)
     server.write_pidfile(settings)
     if scaling is not None:
         return serve_on_ray(args, settings, models, scaling)

@@ -52,6 +52,13 @@ def is_loopback(address: str | None) -> bool:
     return host in LOOPBACK_HOSTS
 
 
+def probe_host(bind_host: str, address: str | None) -> str:
+    """Where this machine reaches a proxy bound to ``bind_host``: the head node, for a cluster elsewhere."""
+    if address not in (None, "local", "auto") and not is_loopback(address):
+        return str(address).removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
+
+
 def check_address(address: str) -> None:
     """``--ray ADDRESS`` must look like an address, so a model named after ``--ray`` is not taken for one."""
     host, _, port = address.removeprefix("ray://").rpartition(":")

@@ -17,10 +17,13 @@ from typing import Any
 
 from onnxkit.errors import OnnxkitError
 from onnxkit.serve.app import ModelSpec
-from onnxkit.serve.ray_cluster import Cluster, connect
+from onnxkit.serve.ray_cluster import Cluster, connect, probe_host
 from onnxkit.serve.ray_grpc import SERVICER_FUNCTION
 from onnxkit.serve.ray_serve import APP_NAME, QUIET_LOGS, Scaling, application, threads_per_replica
 from onnxkit.settings import ServerSettings
+
+UNREACHABLE_GRACE = 30.0  # seconds to wait for /health once Serve reports the application running
+PROXY_HINT = "if Serve already ran on this cluster with other HTTP options, its proxies keep them"
 
 
 def proxy_location(cluster: Cluster) -> str:
@@ -68,7 +71,7 @@ def serve_on_ray(
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            _deploy(app, settings, startup_timeout, stop)
+            _deploy(app, settings, address, startup_timeout, stop, warn=ready)
             if stop.is_set():
                 return  # stopped while deploying: torn down below, never announced
             threads = threads_per_replica(settings, cluster.cpus, scaling)
@@ -83,8 +86,9 @@ def serve_on_ray(
             _teardown(cluster)
 
 
-def _deploy(app: Any, settings: ServerSettings, timeout: float, stop: threading.Event) -> None:
-    """``serve.run`` in a thread, so that a deployment that never fits the cluster times out here."""
+def _deploy(app: Any, settings: ServerSettings, address: str | None, timeout: float, stop: threading.Event,
+            warn: Callable[[str], None]) -> None:
+    """``serve.run`` in a thread (so a deployment that never fits the cluster times out here), then ``/health``."""
     from ray import serve
 
     from onnxkit.serve.server import probe
@@ -99,16 +103,26 @@ def _deploy(app: Any, settings: ServerSettings, timeout: float, stop: threading.
 
     runner = threading.Thread(target=run, name="onnxkit-ray-deploy", daemon=True)
     runner.start()
+    host = probe_host(settings.host, address)
     deadline = time.monotonic() + timeout
+    running_since: float | None = None  # when serve.run returned: every replica constructed
     while time.monotonic() < deadline and not stop.is_set():
         if failure:
             raise OnnxkitError(f"Ray Serve could not deploy onnxkit: {failure[0]}")
-        info = probe(settings.host, settings.port) if not runner.is_alive() else None
+        if running_since is None and not runner.is_alive():
+            running_since = time.monotonic()
+        info = probe(host, settings.port) if running_since is not None else None
         if info and info.get("status") == "ok":
             return
         if info and info.get("status") == "unavailable":
             reasons = "; ".join(f"{k}: {v}" for k, v in info.get("unavailable", {}).items())
             raise OnnxkitError(f"a model failed to load on a replica ({reasons})")
+        if info is None and running_since is not None and time.monotonic() - running_since > UNREACHABLE_GRACE:
+            # Serve says RUNNING but no onnxkit answers at host:port from here: a remote cluster whose
+            # proxies bind loopback, or Serve started earlier with other HTTP options.
+            warn(f"Ray Serve runs the application, but http://{host}:{settings.port}/health does not answer "
+                 f"from this machine; {PROXY_HINT}")
+            return
         time.sleep(0.25)
     if stop.is_set():
         return
@@ -123,8 +137,7 @@ def _status_message() -> str:
         if app is not None:
             parts = [app.message] + [d.message for d in app.deployments.values()]
             return f"application {app.status}; " + " ".join(p for p in parts if p)
-    return ("Ray Serve's proxy does not answer; if Serve already runs on this cluster with other HTTP "
-            "options, its proxy keeps them")
+    return f"Ray Serve's proxy does not answer; {PROXY_HINT}"
 
 
 def _teardown(cluster: Cluster) -> None:
