@@ -40,7 +40,6 @@ def ray_cluster() -> Iterator[RayCluster]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "onnxkit.serve.ray_proxy.middlewares",
         # Both nodes are this machine: a proxy preferring "its" node's replica would leave the other idle.
         "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
         "ONNXKIT_HOME": str(root / "home"),

@@ -17,7 +17,7 @@ from typing import Any
 
 from onnxkit.errors import OnnxkitError
 from onnxkit.serve.app import ModelSpec
-from onnxkit.serve.ray_cluster import Cluster, connect, probe_host
+from onnxkit.serve.ray_cluster import PROXY_CALLBACK, PROXY_CALLBACK_PATH, Cluster, connect, probe_host
 from onnxkit.serve.ray_grpc import SERVICER_FUNCTION
 from onnxkit.serve.ray_serve import APP_NAME, QUIET_LOGS, Scaling, application, threads_per_replica
 from onnxkit.settings import ServerSettings
@@ -64,8 +64,12 @@ def serve_on_ray(
         grpc: dict[str, Any] = {}
         if settings.grpc_port is not None:
             grpc = {"port": settings.grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+        # The controller's environment reaches the proxies it starts: they load ray_proxy's error shapes.
+        # (Ignored by Ray when Serve already runs on the cluster: then the nodes' own environment counts.)
+        controller = {"runtime_env": {"env_vars": {PROXY_CALLBACK: PROXY_CALLBACK_PATH}}}
         serve.start(http_options={"host": settings.host, "port": settings.port}, grpc_options=grpc or None,
-                    proxy_location=proxy_location(cluster), logging_config=QUIET_LOGS)
+                    proxy_location=proxy_location(cluster), logging_config=QUIET_LOGS,
+                    controller_options=controller)
         app = application(settings, models, scaling, cpus=cluster.cpus, transfer=transfer,
                           driver_pid=os.getpid())
         stop = threading.Event()

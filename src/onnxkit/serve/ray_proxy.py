@@ -3,10 +3,11 @@
 The replicas answer every error as the protocol expects (OpenAI ``{"error": {...}}``, KServe and
 TF-Serving ``{"error": "..."}``). The proxy in front of them has its own: a replica that dies with a
 request on it gives the client a bare ``500 Internal Server Error``, and a full queue a plain-text
-503. Ray Serve's proxies import ``middlewares`` at start-up when
-``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=onnxkit.serve.ray_proxy.middlewares`` is set in the
-cluster's environment (``onnxkit serve --ray`` sets it for the instance it starts; docs/scale-out.md
-says how for a cluster of your own). Kept light: it runs in every proxy, which never loads a model.
+429. Ray Serve's proxies import ``middlewares`` at start-up when
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=onnxkit.serve.ray_proxy.middlewares`` is in their
+environment: ``ray_driver`` gives it to the Serve controller it starts, which passes it on to the
+proxies (docs/scale-out.md says what to do when Serve already runs). Kept light: it runs in every
+proxy, which never loads a model.
 """
 
 from __future__ import annotations
