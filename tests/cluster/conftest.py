@@ -25,6 +25,7 @@ from cluster_fixtures import (
 )
 
 import onnxkit
+from onnxkit.serve.ray_cluster import FAST_SERVE
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +43,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
         # Both nodes are this machine: a proxy preferring "its" node's replica would leave the other idle.
         "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
+        **FAST_SERVE,  # the Serve settings of onnxkit's private instance, as docs/scale-out.md advises
         "ONNXKIT_HOME": str(root / "home"),
     }
     temp = str(root / "ray")

@@ -74,6 +74,13 @@ def deployment(ray_cluster: RayCluster, tiny_chat_model: Path, tiny_embed_model:
         assert stopped.returncode == 0, stopped.stderr
 
 
+def test_models_came_through_the_object_store(deployment: Deployment, ray_cluster: RayCluster) -> None:
+    # --ray-models object-store: each node took its copy out of the object store, checked and renamed
+    landed = sorted(p.name.rsplit("-", 1)[0] for p in (ray_cluster.home / "ray-models").iterdir()
+                    if not p.name.startswith("."))
+    assert landed == ["ray-repo0", "tiny-chat", "tiny-embed"]
+
+
 def test_health_names_the_driver_and_every_replica(deployment: Deployment) -> None:
     health = httpx.get(deployment.url + "/health", timeout=10).json()
     assert health["status"] == "ok" and health["server"] == "onnxkit"
