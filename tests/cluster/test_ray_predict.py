@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import itertools
+import codecs
 import json
 import random
 from pathlib import Path
@@ -14,7 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from cluster_fixtures import RayCluster
 
-from onnxkit.serve.ray_predict import text_ranges
+from onnxkit.errors import OnnxkitError
+from onnxkit.serve.predict import numbered_lines
+from onnxkit.serve.predict_partial import open_partial
+from onnxkit.serve.ray_input import LinesDatasource
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "rain", "fell", "all", "day", "over", "quiet", "hills",
          "and", "rivers", "of", "france"]
@@ -25,15 +27,14 @@ def texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(n)]
 
 
-def both(ray_cluster: RayCluster, model: Path, source: Path, tmp_path: Path, *options: str) -> tuple[bytes, bytes, str]:
-    """Local predict's output and Ray predict's (2 workers), and Ray's summary line."""
-    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
-    here = ray_cluster.onnxkit("predict", str(model), "-i", str(source), "-o", str(local), "-q", *options)
-    there = ray_cluster.onnxkit("predict", str(model), "-i", str(source), "-o", str(on_ray), "-q", *options,
-                                "--ray", ray_cluster.address, "--workers", "2")
-    assert here.returncode == there.returncode, (here.stderr, there.stderr)
-    assert here.stderr.splitlines()[-1].split("->")[0] == there.stderr.splitlines()[-1].split("->")[0]
-    return local.read_bytes(), on_ray.read_bytes(), there.stderr.splitlines()[-1]
+def predict(ray_cluster: RayCluster, model: Path, source: Path, output: Path, *options: str) -> str:
+    """``onnxkit predict`` (local, or on the cluster with ``--ray``); its summary line."""
+    done = ray_cluster.onnxkit("predict", str(model), "-i", str(source), "-o", str(output), "-q", *options)
+    assert done.returncode in (0, 1) and done.stderr, done.stderr  # 1: some line failed
+    return done.stderr
+
+
+RAY = ("--workers", "2")
 
 
 def test_jsonl_with_bad_lines_one_text_per_run_gives_the_bytes_of_a_local_run(
@@ -49,12 +50,20 @@ def test_jsonl_with_bad_lines_one_text_per_run_gives_the_bytes_of_a_local_run(
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(rows))  # no newline after the last line
     # One text per onnxruntime run: each line's floats depend on that line alone (see docs/scale-out.md)
-    local, on_ray, summary = both(ray_cluster, tiny_embed_model, source, tmp_path, "--max-batch-size", "1")
-    assert on_ray == local
-    assert "2996 ok, 3 failed" in summary
-    lines = on_ray.decode().splitlines()
-    assert len(lines) == 2999 and "line 11 is not JSON" in lines[10]
-    assert json.loads(lines[49])["id"] == "line-51"  # numbered as in the file, after the skipped blank line
+    local = tmp_path / "local.jsonl"
+    assert "2996 ok, 3 failed -> " in predict(ray_cluster, tiny_embed_model, source, local, "--max-batch-size", "1")
+    answers = local.read_bytes().splitlines(keepends=True)
+    assert len(answers) == 2999 and b"line 11 is not JSON" in answers[10]
+    assert json.loads(answers[49])["id"] == "line-51"  # numbered as in the file, after the skipped blank line
+    # On Ray, as an interrupted run resumed: its first 1500 answers are in the partial already
+    on_ray = tmp_path / "ray.jsonl"
+    partial, _ = open_partial(on_ray, source, "tiny-embed", tiny_embed_model, restart=False)
+    with partial:
+        partial.write(b"".join(answers[:1500]).decode())
+    summary = predict(ray_cluster, tiny_embed_model, source, on_ray, "--max-batch-size", "1",
+                      "--ray", ray_cluster.address, *RAY)
+    assert "resuming" in summary and "2996 ok, 3 failed (1500 resumed" in summary
+    assert on_ray.read_bytes() == local.read_bytes()
 
 
 def test_parquet_text_column_matches_a_local_run(
@@ -65,10 +74,12 @@ def test_parquet_text_column_matches_a_local_run(
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": list(range(500)), "text": column}), source, row_group_size=64)
     # Merged batches (the default): the same lines in the same order, floats equal to float32 rounding
-    local, on_ray, summary = both(ray_cluster, tiny_embed_model, source, tmp_path)
-    assert_same_up_to_rounding(local, on_ray)
-    assert "499 ok, 1 failed" in summary
-    assert "row 8 has no text" in on_ray.decode().splitlines()[7]
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert "499 ok, 1 failed -> " in predict(ray_cluster, tiny_embed_model, source, local)
+    summary = predict(ray_cluster, tiny_embed_model, source, on_ray, "--ray", ray_cluster.address, *RAY)
+    assert "499 ok, 1 failed -> " in summary
+    assert_same_up_to_rounding(local.read_bytes(), on_ray.read_bytes())
+    assert "row 8 has no text" in on_ray.read_text().splitlines()[7]
 
 
 def assert_same_up_to_rounding(want: bytes, got: bytes) -> None:
@@ -84,20 +95,28 @@ def assert_same_up_to_rounding(want: bytes, got: bytes) -> None:
         assert x == y
 
 
-@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def read_all(source: Path, parts: int, first: int = 1, max_bytes: int = 64) -> list[tuple[object, ...]]:
+    """Every row the datasource's read tasks give, in order: what the actors get."""
+    datasource = LinesDatasource(source, first, max_line_bytes=max_bytes, range_bytes=1)
+    rows: list[tuple[object, ...]] = []
+    for task in datasource.get_read_tasks(parts):
+        for table in task():
+            rows += zip(*(table.column(c).to_pylist() for c in ("number", "raw", "status", "error")), strict=True)
+    return rows
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
 @pytest.mark.parametrize("parts", [1, 3, 50])
-def test_text_ranges_number_lines_as_python_reads_them(tmp_path: Path, ending: str, parts: int) -> None:
-    lines = [t + ending for t in texts(40)] + ["last, without a newline"]
+def test_the_dataset_reads_lines_as_local_predict_does(tmp_path: Path, ending: bytes, parts: int) -> None:
+    lines = [t.encode() for t in texts(30)]
+    lines[3] = b""  # blank: skipped
+    lines[5] = b"not utf-8: \xff\xfe"
+    lines[7] = b"x" * 100  # longer than the limit of 64 bytes
+    lines[9] = "\ufeffa mark that is not the file's first".encode()
     source = tmp_path / "in.txt"
-    source.write_bytes("".join(lines).encode())
-    with source.open(encoding="utf-8") as f:
-        want = list(enumerate(f, 1))
-    data = source.read_bytes()
-    got = []
-    ranges = text_ranges(source, parts, min_bytes=1)
-    assert ranges[0][0] == 0 and ranges[-1][1] == len(data)
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous
-    for start, end, number in ranges:
-        for offset, raw in enumerate(io.TextIOWrapper(io.BytesIO(data[start:end]), encoding="utf-8")):
-            got.append((number + offset, raw))
-    assert got == want
+    source.write_bytes(codecs.BOM_UTF8 + ending.join(lines) + ending + b"last, without a newline")
+    with source.open("rb") as f:
+        want = [(n, None, int(raw.status), raw.message) if isinstance(raw, OnnxkitError) else (n, raw, None, None)
+                for n, raw in numbered_lines(f, 64) if not (isinstance(raw, str) and not raw.strip())]
+    assert read_all(source, parts) == want
+    assert read_all(source, parts, first=12) == [row for row in want if int(row[0]) >= 12]  # resumed

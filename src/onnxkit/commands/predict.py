@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Each input line is a request body as you would POST it to the model's route "
         "(/v1/embeddings, /v1/chat/completions or /v1/completions, /v1/classify, /v1/qa, or KServe v2 "
         "/v2/models/NAME/infer), or an OpenAI Batch API line {custom_id, method, url, body}. A .txt file "
-        "holds one text per line, a .parquet file one per row of its 'text' column. Output lines are the responses, in input order; a line that fails gets "
-        "its error in place. MODEL is a catalog name, a folder, an .onnx file, a URL or hf:ORG/NAME "
-        "(pulled first if missing). An interrupted run with --output resumes when run again.",
+        "holds one text per line, a .parquet file one per row of its 'text' column. Output lines are the "
+        "responses, in input order; a line that fails gets its error in place. MODEL is a catalog name, a "
+        "folder, an .onnx file, a URL or hf:ORG/NAME (pulled first if missing). An interrupted run with "
+        "--output resumes when run again.",
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--input", "-i", type=Path, required=True, metavar="FILE",

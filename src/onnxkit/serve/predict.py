@@ -126,13 +126,14 @@ def read_lines(
                 yield line
 
 
-def numbered_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, str | OnnxkitError]]:
-    """Each line of ``f`` (numbered from 1) decoded, without its ending; or why it cannot be read.
+def numbered_lines(f: BinaryIO, max_bytes: int, first: int = 1) -> Iterator[tuple[int, str | OnnxkitError]]:
+    """Each line of ``f`` (numbered from ``first``: ``f`` may start mid-file) decoded, without its ending;
+    or why it cannot be read.
 
     A line is read in at most ``max_bytes`` (the body limit) at a time, so one huge line costs no
     memory; it and a line that is not UTF-8 become errors answered in place, and reading goes on.
     """
-    number = 0
+    number = first - 1
     while raw := f.readline(max_bytes + 1):
         number += 1
         if len(raw) > max_bytes and not raw.endswith(b"\n"):
