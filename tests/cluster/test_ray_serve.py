@@ -8,6 +8,7 @@ through the object store (``--ray-models object-store``), KServe v2 gRPC on Ray'
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -146,22 +147,21 @@ def _replica_pids(url: str, tries: int = 60) -> set[int]:
 
 
 async def _load_and_kill(url: str, victim: int, seconds: float = 6.0) -> list[tuple[str, int, object]]:
-    """16 clients keep OpenAI embeddings and KServe infers in flight on both replicas; one replica dies midway."""
-    texts = [f"sentence number {i} about the weather today" for i in range(200)]
+    """16 clients keep slow requests in flight on both replicas (OpenAI embeddings of 2000 texts, KServe
+    infers of 20,000 rows); one replica is killed a third of the way through."""
+    embeddings = json.dumps({"model": "tiny-embed", "input": [f"sentence {i} about the weather" for i in range(2000)]})
     rows = 20_000
-    kserve = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": [0.5] * (rows * 4)}]}
+    kserve = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": [0.5] * (rows * 4)}]})
     results: list[tuple[str, int, object]] = []
     started = time.monotonic()
 
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers={"content-type": "application/json"}) as client:
         async def keep_sending(i: int) -> None:
+            kind, path, body = ("kserve", "/v2/models/mlp/infer", kserve) if i % 4 == 0 else (
+                "openai", "/v1/embeddings", embeddings)
             while time.monotonic() - started < seconds:
-                if i % 2:
-                    r = await client.post("/v1/embeddings", json={"model": "tiny-embed", "input": texts})
-                    results.append(("openai", r.status_code, r.json()))
-                else:
-                    r = await client.post("/v2/models/mlp/infer", json=kserve)
-                    results.append(("kserve", r.status_code, r.json()))
+                r = await client.post(path, content=body)
+                results.append((kind, r.status_code, r.json()))
 
         clients = [asyncio.create_task(keep_sending(i)) for i in range(16)]
         await asyncio.sleep(seconds / 3)
