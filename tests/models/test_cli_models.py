@@ -70,6 +70,7 @@ def test_catalog_listing(home: Path, capsys: pytest.CaptureFixture[str]) -> None
     rows = json.loads(capsys.readouterr().out)
     assert {(r["name"], r["task"]) for r in rows} == {
         ("smollm2-135m-instruct", "chat"),
+        ("smollm2-135m-instruct-int4", "chat"),
         ("all-minilm-l6-v2", "embeddings"),
     }
 

@@ -26,15 +26,22 @@ def register(sub: Any) -> None:
         help="convert a model to ONNX, checked for parity against its source",
         description=(
             "SOURCE is a Hugging Face model folder, hf:ORG/NAME, a .gguf file (causal-lm) or a "
-            "catalog name (smollm2-135m-instruct, all-minilm-l6-v2). Nothing is written to DIR "
-            "unless every check passes."
+            "catalog name (smollm2-135m-instruct, all-minilm-l6-v2). A quantized GGUF keeps its own "
+            "blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) exactly unless --requantize int4. "
+            "Nothing is written to DIR unless every check passes."
         ),
     )
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR")
     p.add_argument("--opset", type=int, default=17, metavar="N")
-    p.add_argument("--quantize", choices=("int8", "int4"), default=None)
+    p.add_argument("--quantize", choices=("int8", "int4"), default=None, help="not for GGUF sources")
+    p.add_argument(
+        "--requantize",
+        choices=("int4",),
+        default=None,
+        help="GGUF only: dequantize, then round-to-nearest int4 (moves the model; default keeps the GGUF's blocks)",
+    )
     p.add_argument("--optimize", action="store_true", help="onnxruntime transformer fusions")
     p.add_argument("--fuse-tokenizer", action="store_true", help="take strings: tokenizer in the graph")
     p.add_argument("--atol", type=float, default=1e-4, metavar="X", help="parity tolerance (1e-4)")
@@ -61,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         atol=args.atol,
         pooling=args.pooling,
         max_length=args.max_length,
+        requantize=args.requantize,
     )
     card = read_card(out)
     if args.json:

@@ -35,10 +35,12 @@ def run(args: argparse.Namespace) -> int:
     cache = Cache(default_home())
     for spec in specs:
         name = model_name(spec, args.name)
-        was_cached = cache.get(name) is not None and not args.force
+        before = cache.get(name)
         model = pull(
             spec, cache, sha256=args.sha256, name=args.name, force=args.force, progress=not args.quiet
         )
+        # pull() rebuilds a catalog model built by an older recipe: that is no "already cached".
+        was_cached = before is not None and before.manifest == model.manifest
         what = f"{model.manifest.task}, {human_size(model.size)}"
         if was_cached:
             print(f"{model.name}: already cached ({what}) at {model.path}; --force pulls it again")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -12,8 +11,7 @@ from pathlib import Path
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import sources
 from onnxkit.export.card import graph_io, versions, write_card
-from onnxkit.export.causal_lm import DEFAULT_MAX_LENGTH, build_genai, check_genai
-from onnxkit.export.gguf import gguf_to_hf
+from onnxkit.export.causal_lm import export_causal_lm
 from onnxkit.export.module import DEFAULT_OPSET
 from onnxkit.export.tasks import ALL_TASKS, spec_for
 from onnxkit.export.transformer import export_transformer
@@ -61,12 +59,17 @@ def export(
     atol: float = 1e-4,
     pooling: str | None = None,
     max_length: int | None = None,
+    requantize: str | None = None,
 ) -> Path:
     """Export SOURCE (HF folder, .gguf, hf:ORG/NAME or a catalog name) for ``task`` into ``output``.
+
+    A GGUF source (causal-lm) keeps its own quantized blocks unless ``requantize="int4"``.
 
     Returns ``output``. Nothing is written there unless every check passes.
     """
     _validate(task, quantize, fuse_tokenizer, optimize)
+    if requantize is not None and task != "causal-lm":
+        raise InvalidRequest(f"--requantize is for GGUF sources with --task causal-lm, not {task!r}")
     out_dir = Path(output).expanduser()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidRequest(f"output folder {out_dir} is not empty; remove it or pass another -o")
@@ -78,18 +81,10 @@ def export(
         staging.mkdir()
         src = sources.resolve(str(source), scratch)
         if task == "causal-lm":
-            hf_dir = src.path
-            if src.kind == "gguf":
-                _say(f"dequantizing {src.path.name} to a float Hugging Face folder")
-                hf_dir = gguf_to_hf(src.path, scratch / "hf")
-            precision = "fp32" if quantize is None else "int4"
-            build_genai(hf_dir, staging, precision, max_length or DEFAULT_MAX_LENGTH)
-            card: JSON = {"task": task, "source": src.label, "format": "genai", "precision": precision}
-            card["parity"] = {"reference": "pytorch", **check_genai(hf_dir, staging, precision)}
-            genai = json.loads((staging / "genai_config.json").read_text())
-            card["max_length"] = genai["search"]["max_length"]
-            card["context_length"] = genai["model"].get("context_length")
-            card["inputs"], card["outputs"] = graph_io(staging / "model.onnx")
+            card: JSON = export_causal_lm(
+                src.path, src.kind, src.label, scratch, staging,
+                quantize=quantize, requantize=requantize, max_length=max_length,
+            )
         else:
             if src.kind == "gguf":
                 raise InvalidRequest(f"a GGUF source only works with --task causal-lm, not {task!r}")

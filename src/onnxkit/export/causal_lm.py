@@ -1,4 +1,10 @@
-"""Causal language models → onnxruntime-genai folders, built by onnxruntime-genai's own builder."""
+"""Causal language models → onnxruntime-genai folders, built by onnxruntime-genai's own builder.
+
+Hugging Face folders build in fp32 or int4 (the builder's round-to-nearest MatMulNBits). A GGUF
+file keeps its own quantized blocks (``build_from_gguf``): the builder lays out the graph in fp32
+from the dequantized weights and ``gguf_graph`` puts the GGUF's blocks back in; ``--requantize
+int4`` instead dequantizes and lets the builder quantize again, which moves the model.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from typing import Any
 from onnxkit.errors import InvalidRequest, MissingDependency, SupplyError
 
 PRECISIONS = ("int4", "fp32")
+REQUANTIZE = ("int4",)
 # The KV cache is allocated at search.max_length for every batch (past_present_share_buffer),
 # so the default of the model's full context (8192 for SmolLM2) costs ~0.8 s per batch on CPU.
 DEFAULT_MAX_LENGTH = 2048
@@ -78,16 +85,24 @@ def build_genai(
     return out_dir
 
 
-# Prompts for the logits check; short so that the torch reference stays cheap.
+# Prompts for the logits check; short so that the torch reference stays cheap. Plain text and
+# chat turns (the way the served model is prompted); none of them is a test prompt.
 CHECK_PROMPTS = (
     "The capital of France is",
     "Here is a list of three fruits: apple, banana,",
     "def add(a, b):\n    return",
 )
-# fp32 must match PyTorch (SmolLM2: max |diff| 3e-5). Round-to-nearest int4 moves small models'
-# logits a lot (SmolLM2-135M: cosine 0.81-0.93 to fp32, next token agreeing on 2 of 3 prompts,
-# lm_head kept in fp32 barely helps), so for int4 the gate only catches a broken build (~0).
-MIN_COSINE = {"fp32": 0.9999, "int4": 0.7}
+CHECK_CHATS = (
+    "Give me two tips for sleeping better.",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue? Answer in one sentence.",
+)
+# fp32 must match PyTorch (SmolLM2: max |diff| 3e-5); so must a GGUF's own blocks against its
+# dequantized weights (the exact path: only activations' rounding differs). Round-to-nearest int4
+# (HF folders with --quantize int4, GGUF with --requantize int4) moves small models' logits a lot
+# (SmolLM2-135M: cosine 0.81-0.93, next token agreeing on 2 of 3 prompts, lm_head kept in fp32
+# barely helps), so for int4 the gate only catches a broken build (~0).
+MIN_COSINE = {"fp32": 0.9999, "gguf": 0.999, "int4": 0.7}
 
 
 def check_genai(hf_dir: Path, genai_dir: Path, precision: str) -> dict[str, float]:
@@ -104,8 +119,14 @@ def check_genai(hf_dir: Path, genai_dir: Path, precision: str) -> dict[str, floa
     reference.eval()
     model = og.Model(str(genai_dir))
     cosines, agree, diffs = [], [], []
-    for prompt in CHECK_PROMPTS:
-        ids = tokenizer(prompt, return_tensors="np")["input_ids"][0].astype(np.int32)
+    prompts = [(p, True) for p in CHECK_PROMPTS]
+    if tokenizer.chat_template:  # the template writes its own special tokens
+        for chat in CHECK_CHATS:
+            turn = [{"role": "user", "content": chat}]
+            text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            prompts.append((str(text), False))
+    for prompt, special in prompts:
+        ids = tokenizer(prompt, return_tensors="np", add_special_tokens=special)["input_ids"][0].astype(np.int32)
         with torch.no_grad():
             want = reference(torch.from_numpy(ids.astype(np.int64))[None]).logits[0, -1].numpy()
         params = og.GeneratorParams(model)
@@ -121,6 +142,7 @@ def check_genai(hf_dir: Path, genai_dir: Path, precision: str) -> dict[str, floa
         "logits_min_cosine": min(cosines),
         "next_token_agreement": float(np.mean(agree)),
         "logits_max_abs_diff": max(diffs),
+        "prompts": len(prompts),
     }
     if figures["logits_min_cosine"] < MIN_COSINE[precision]:
         raise ParityError(
@@ -129,3 +151,89 @@ def check_genai(hf_dir: Path, genai_dir: Path, precision: str) -> dict[str, floa
         )
     _say("genai vs PyTorch: " + ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
     return figures
+
+
+def build_from_gguf(
+    gguf_file: Path,
+    out_dir: Path,
+    scratch: Path,
+    *,
+    max_length: int | None = DEFAULT_MAX_LENGTH,
+    accuracy_level: int | None = None,
+) -> dict[str, Any]:
+    """GGUF → onnxruntime-genai folder in ``out_dir`` computing with the GGUF's own blocks.
+
+    ``scratch`` holds the dequantized Hugging Face folder (the builder's input and the parity
+    reference). ``accuracy_level`` is MatMulNBits' (None: ``gguf_graph.DEFAULT_ACCURACY``, 0, float32
+    activations; 4 quantizes them to int8 as llama.cpp does: faster, and the gate decides whether
+    the result may be written). Returns the card fields.
+    Raises ParityError, leaving ``out_dir`` to the caller to discard, below the gate.
+    """
+    from onnxkit.export.gguf import GGUFFile, gguf_to_hf
+    from onnxkit.export.gguf_graph import carry_blocks
+
+    gguf = GGUFFile(gguf_file)
+    gguf.require_exact_support()  # before minutes of work, not after
+    _say(f"dequantizing {gguf_file.name} for the builder and the parity reference")
+    hf_dir = gguf_to_hf(gguf_file, scratch / "hf")
+    build_genai(hf_dir, out_dir, "fp32", max_length)
+    _say("carrying the GGUF's blocks into the graph")
+    graph = carry_blocks(out_dir, gguf, accuracy_level)
+    parity = check_genai(hf_dir, out_dir, "gguf")
+    tensors = {name: t.type_name for name, t in sorted(gguf.tensors.items())}
+    return {
+        "precision": "gguf",
+        "gguf": {"architecture": gguf.architecture, "types": gguf.type_counts(), "tensors": tensors, "graph": graph},
+        "parity": {"reference": "pytorch (dequantized GGUF, float32)", **parity},
+    }
+
+
+def export_causal_lm(
+    source: Path,
+    kind: str,
+    label: str,
+    scratch: Path,
+    staging: Path,
+    *,
+    quantize: str | None = None,
+    requantize: str | None = None,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """``onnxkit export ... --task causal-lm`` into ``staging``; returns the model card.
+
+    ``kind`` is the resolved source's: "gguf" (a file) or "hf-folder".
+    """
+    from onnxkit.export.card import graph_io
+
+    if kind == "gguf":
+        if quantize is not None:
+            raise InvalidRequest(
+                f"--quantize {quantize} does not apply to a GGUF source: its own quantized blocks are kept "
+                "exactly; drop --quantize, or pass --requantize int4 to dequantize and re-quantize it"
+            )
+        if requantize is not None and requantize not in REQUANTIZE:
+            raise InvalidRequest(f"--requantize {requantize!r} is not supported; expected int4")
+    elif requantize is not None:
+        raise InvalidRequest(
+            f"--requantize applies to GGUF sources only; {label} is a Hugging Face folder: use --quantize int4"
+        )
+    length = max_length or DEFAULT_MAX_LENGTH
+    card: dict[str, Any] = {"task": "causal-lm", "source": label, "format": "genai"}
+    if kind == "gguf" and requantize is None:
+        card.update(build_from_gguf(source, staging, scratch, max_length=length))
+    else:
+        hf_dir = source
+        if kind == "gguf":
+            from onnxkit.export.gguf import gguf_to_hf
+
+            _say(f"dequantizing {source.name} to a float Hugging Face folder (--requantize {requantize})")
+            hf_dir = gguf_to_hf(source, scratch / "hf")
+        precision = "fp32" if quantize is None and requantize is None else "int4"
+        build_genai(hf_dir, staging, precision, length)
+        card["precision"] = precision
+        card["parity"] = {"reference": "pytorch", **check_genai(hf_dir, staging, precision)}
+    genai = json.loads((staging / "genai_config.json").read_text())
+    card["max_length"] = genai["search"]["max_length"]
+    card["context_length"] = genai["model"].get("context_length")
+    card["inputs"], card["outputs"] = graph_io(staging / "model.onnx")
+    return card

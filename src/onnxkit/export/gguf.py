@@ -1,12 +1,97 @@
-"""GGUF (possibly quantized) → float Hugging Face folder, for the genai builder and parity checks."""
+"""GGUF files: their tensors and blocks as stored (``GGUFFile``), and the float Hugging Face folder
+(``gguf_to_hf``) that serves as the genai builder's input and the parity gate's reference."""
 
 from __future__ import annotations
 
+import collections
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from onnxkit.errors import InvalidRequest, MissingDependency, SupplyError
+from onnxkit.export import gguf_blocks
+from onnxkit.types import Array
+
+# general.architecture values whose graph the exact path lays out: llama.cpp writes Llama 1-3,
+# Mistral 7B, SmolLM, TinyLlama and other Llama-shaped models under "llama".
+LLAMA_FAMILY = ("llama",)
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    name: str
+    type: int  # ggml type id
+    rows: int
+    cols: int  # the contiguous axis (ggml's ne0): K of a weight matrix
+    raw: Array  # the stored bytes (memory-mapped)
+
+    @property
+    def type_name(self) -> str:
+        return gguf_blocks.type_name(self.type)
+
+    @property
+    def quantized(self) -> bool:
+        return self.type not in gguf_blocks.FLOAT_TYPES
+
+    def blocks(self) -> gguf_blocks.Blocks:
+        return gguf_blocks.decode(self.name, self.type, self.raw, self.rows, self.cols)
+
+    def values(self) -> Array:
+        """float32 [rows, cols]: the dequantized blocks, or the float tensor itself."""
+        if self.quantized:
+            return self.blocks().dequantize()
+        return gguf_blocks.decode_float(self.name, self.type, self.raw, self.rows, self.cols)
+
+
+class GGUFFile:
+    """A GGUF file read with the ``gguf`` package: metadata and tensors, nothing converted."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise InvalidRequest(f"GGUF file {path} does not exist")
+        try:
+            from gguf import GGUFReader
+        except ImportError as exc:
+            raise MissingDependency("gguf", "export") from exc
+        try:
+            reader = GGUFReader(str(path))
+        except Exception as exc:
+            raise InvalidRequest(f"{path} is not a readable GGUF file: {exc}") from exc
+        self.path = path
+        self._fields = reader.fields
+        self.tensors: dict[str, GGUFTensor] = {}
+        for t in reader.tensors:
+            dims = [int(d) for d in t.shape]
+            rows = int(np.prod(dims[1:])) if len(dims) > 1 else 1
+            self.tensors[t.name] = GGUFTensor(t.name, int(t.tensor_type), rows, dims[0], t.data)
+
+    def field(self, key: str) -> Any:
+        found = self._fields.get(key)
+        return None if found is None else found.contents()
+
+    @property
+    def architecture(self) -> str:
+        return str(self.field("general.architecture") or "unknown")
+
+    def type_counts(self) -> dict[str, int]:
+        return dict(collections.Counter(t.type_name for t in self.tensors.values()))
+
+    def require_exact_support(self) -> None:
+        """Refuse, before any conversion work, a GGUF the exact path cannot carry over."""
+        arch = self.architecture
+        if arch not in LLAMA_FAMILY:
+            raise InvalidRequest(
+                f"GGUF {self.path.name} holds a {arch!r} model; carrying quantized blocks over exactly "
+                f"is supported for the Llama family (general.architecture {', '.join(LLAMA_FAMILY)}: Llama, "
+                "Mistral, SmolLM, TinyLlama). For this file try --requantize int4 (dequantize, then "
+                "onnxruntime-genai's round-to-nearest int4), which takes what transformers can read"
+            )
+        for tensor in self.tensors.values():
+            if tensor.type not in gguf_blocks.TYPE_NAMES:
+                raise gguf_blocks.unsupported(tensor.name, tensor.type)
 
 
 def _transformers() -> Any:

@@ -17,14 +17,17 @@ import onnx
 
 from onnxkit.errors import SupplyError
 from onnxkit.export.module import run_onnx, session
-from onnxkit.export.samples import SENTENCES
+from onnxkit.export.samples import heldout_texts
 from onnxkit.export.tasks import TaskSpec
-from onnxkit.export.verify import argmax_agreement, mean_cosine
+from onnxkit.export.verify import row_cosines
 from onnxkit.types import JSON, Array
 
-MIN_COSINE = 0.99
+MIN_COSINE = 0.99  # mean over the held-out texts
+MIN_TEXT_COSINE = 0.95  # the worst single text
 MIN_AGREEMENT = 0.99
 BATCH = 32
+BLOCK = 128  # int8 blocks along K: 32 is a little more accurate (0.9993) but measured slower
+RECIPE = f"int8 MatMulNBits (symmetric, blocks of {BLOCK}, accuracy_level 4) + int8 embedding tables"
 
 
 def _say(message: str) -> None:
@@ -32,7 +35,7 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
     # onnxruntime's optimizer and quantizer log advice through the root logger on every call.
     root = logging.getLogger()
     level = root.level
@@ -43,8 +46,8 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def optimize_graph(src: Path, dst: Path, hf_config: JSON) -> dict[str, int]:
-    """onnxruntime.transformers fusions (attention, skip-layer-norm, gelu, embed-layer-norm)."""
+def optimize_graph(src: Path, dst: Path, hf_config: JSON, *, attention: bool = True) -> dict[str, int]:
+    """onnxruntime.transformers fusions (attention, skip-layer-norm, gelu)."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
@@ -52,7 +55,10 @@ def optimize_graph(src: Path, dst: Path, hf_config: JSON) -> dict[str, int]:
     # EmbedLayerNormalization becomes QEmbedLayerNormalization under int8, which quantizes the
     # embedding tables too: measured on MiniLM it is no faster on CPU and loses accuracy.
     options.enable_embed_layer_norm = False
-    with _quiet_root_logger():
+    # Attention carries the Q/K/V weights inside one contrib op, which MatMulNBits cannot quantize:
+    # before int8 the projections stay MatMuls
+    options.enable_attention = attention
+    with quiet_root_logger():
         model = optimizer.optimize_model(
             str(src),
             model_type="bert",
@@ -70,30 +76,48 @@ def optimize_graph(src: Path, dst: Path, hf_config: JSON) -> dict[str, int]:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 with per-channel QInt8 weights: per-tensor loses too much on small encoders
-    (MiniLM: mean cosine 0.964 per-tensor vs 0.993 per-channel)."""
+    """int8 weights in blocks of 128 along K (MatMulNBits, symmetric), activations quantized per
+    block at run time (accuracy_level 4), embedding tables int8.
+
+    Dynamic quantization (the previous recipe) scales each activation tensor as a whole, so one
+    outlier token coarsens every other token in the batch; blocks keep the scales local. On
+    MiniLM, judged on held-out text (bench/bench_quantize.py): mean cosine 0.9988, worst text 0.997,
+    against 0.9931 / 0.985 for dynamic per-channel QInt8, at the same size (22 MB).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    with _quiet_root_logger():
-        quantize_dynamic(
-            str(src),
-            str(dst),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            # fused contrib ops hide value types from shape inference; their outputs are float
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(src)), bits=8, block_size=BLOCK, is_symmetric=True, accuracy_level=4
+    )
+    staged = dst.with_name(dst.stem + ".nbits.onnx")
+    try:
+        with quiet_root_logger():
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(staged), False)
+            # MatMulNBits quantizes only MatMul weights; the word embedding table is most of a small
+            # encoder's size, and int8 rows (one scale per table) cost MiniLM < 0.0005 of cosine
+            quantize_dynamic(
+                str(staged),
+                str(dst),
+                op_types_to_quantize=["Gather"],
+                weight_type=QuantType.QInt8,
+                # fused contrib ops hide value types from shape inference; their outputs are float
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    finally:
+        staged.unlink(missing_ok=True)
 
 
-def sample_batches(folder: Path, input_names: list[str]) -> list[dict[str, Array]]:
-    """Sample sentences tokenized in length-sorted batches of 32 (how a server batches them)."""
+def text_batches(folder: Path, input_names: list[str], texts: list[str]) -> list[dict[str, Array]]:
+    """``texts`` tokenized in length-sorted batches of 32 (how a server batches them)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    texts = sorted(SENTENCES, key=len)
+    ordered = sorted(texts, key=len)
     batches = []
-    for i in range(0, len(texts), BATCH):
-        enc = tokenizer(texts[i : i + BATCH], padding=True, truncation=True, return_tensors="np")
+    for i in range(0, len(ordered), BATCH):
+        enc = tokenizer(ordered[i : i + BATCH], padding=True, truncation=True, return_tensors="np")
         batches.append({n: np.asarray(enc[n], dtype=np.int64) for n in input_names})
     return batches
 
@@ -106,31 +130,35 @@ def _outputs(path: Path, batches: list[dict[str, Array]]) -> tuple[dict[str, lis
     for feeds in batches:
         for name, value in run_onnx(sess, feeds).items():
             got.setdefault(name, []).append(value)
-    return got, len(SENTENCES) / (time.perf_counter() - started)
+    texts = sum(len(next(iter(feeds.values()))) for feeds in batches)
+    return got, texts / (time.perf_counter() - started)
 
 
 def _accuracy(spec: TaskSpec, ref: dict[str, list[Array]], new: dict[str, list[Array]]) -> JSON:
+    """Per text: cosine of the outputs (embedding tasks) or argmax agreement (classifiers)."""
     figures: JSON = {}
     for name in spec.outputs:
+        pairs = list(zip(ref[name], new[name], strict=True))
         if spec.name in ("pooling", "default"):
-            figures[f"{name}_mean_cosine"] = float(
-                np.mean([mean_cosine(a, b) for a, b in zip(ref[name], new[name], strict=True)])
-            )
+            cosine = np.concatenate([row_cosines(a, b) for a, b in pairs])
+            figures[f"{name}_mean_cosine"] = round(float(cosine.mean()), 5)
+            figures[f"{name}_min_cosine"] = round(float(cosine.min()), 5)
         else:
-            agree = [argmax_agreement(a, b) for a, b in zip(ref[name], new[name], strict=True)]
-            figures[f"{name}_argmax_agreement"] = float(np.mean(agree))
+            agree = np.concatenate([(np.argmax(a, -1) == np.argmax(b, -1)).ravel() for a, b in pairs])
+            figures[f"{name}_argmax_agreement"] = round(float(agree.mean()), 5)
     return figures
 
 
 def _gate(figures: JSON) -> None:
     for key, value in figures.items():
-        if not key.endswith(("cosine", "agreement")):
-            continue
-        floor = MIN_COSINE if key.endswith("cosine") else MIN_AGREEMENT
-        if value < floor:
+        floor = {"mean_cosine": MIN_COSINE, "min_cosine": MIN_TEXT_COSINE, "argmax_agreement": MIN_AGREEMENT}.get(
+            next((k for k in ("mean_cosine", "min_cosine", "argmax_agreement") if key.endswith(k)), "")
+        )
+        if floor is not None and not value >= floor:
             raise SupplyError(
-                f"quantized/optimized graph is too far from fp32: {key} = {value:.4f} (needs ≥ {floor}); "
-                "nothing was written. Export without --quantize, or with --optimize only"
+                f"quantized/optimized graph is too far from fp32 on {figures['heldout_texts']} held-out texts: "
+                f"{key} = {value:.4f} (needs ≥ {floor}); nothing was written. "
+                "Export without --quantize, or with --optimize only"
             )
 
 
@@ -145,25 +173,30 @@ def shrink(model: Path, hf_dir: Path, spec: TaskSpec, *, quantize: str | None, o
     try:
         if optimize:
             _say("applying onnxruntime transformer fusions")
-            fused = optimize_graph(current, folder / "model.opt.onnx", hf_config)
+            fused = optimize_graph(current, folder / "model.opt.onnx", hf_config, attention=quantize != "int8")
             current = folder / "model.opt.onnx"
         if quantize == "int8":
-            _say("quantizing weights to int8 (dynamic, per-channel)")
+            _say(f"quantizing to {RECIPE}")
             quantize_int8(current, folder / "model.int8.onnx")
             current = folder / "model.int8.onnx"
         inputs = [i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input]
-        batches = sample_batches(folder, inputs)
+        # judged on held-out texts, not on SENTENCES, which the recipe was developed on: the gate
+        # must say how a graph does on text nobody tuned anything on
+        texts = heldout_texts()
+        batches = text_batches(folder, inputs, texts)
         ref, fp32_speed = _outputs(fp32, batches)
         new, new_speed = _outputs(current, batches)
         figures: JSON = {
             "compared_with": "fp32 onnx",
-            "sample_sentences": len(SENTENCES),
+            "judged_on": "held-out texts (onnxkit/export/data/heldout.txt)",
+            "heldout_texts": len(texts),
             **_accuracy(spec, ref, new),
             "bytes_fp32": fp32.stat().st_size,
             "bytes": current.stat().st_size,
             "sentences_per_s_fp32": round(fp32_speed, 1),
             "sentences_per_s": round(new_speed, 1),
             "quantize": quantize,
+            "recipe": RECIPE if quantize == "int8" else None,
             "optimize": optimize,
             "fused_ops": fused,
         }

@@ -1,6 +1,20 @@
-"""Plain English sentences for accuracy checks of quantized/optimized graphs (written for onnxkit)."""
+"""Texts for the export gates.
+
+``SENTENCES``: plain English written for onnxkit, which the int8 recipe was developed on.
+``heldout_texts()``: prose from other sources (data/heldout.txt, made by scripts/make_heldout.py),
+which the gates judge quantized graphs and fused tokenizers on.
+"""
 
 from __future__ import annotations
+
+from importlib import resources
+
+
+def heldout_texts() -> list[str]:
+    """The held-out texts: one a line, after a header of ``#`` lines naming their sources."""
+    text = resources.files("onnxkit.export").joinpath("data/heldout.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
 
 SENTENCES: tuple[str, ...] = (
     "Hi.",

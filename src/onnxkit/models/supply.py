@@ -96,6 +96,8 @@ def pull(
             raise InvalidRequest(f"--sha256 checks a downloaded file; {spec!r} is not a URL")
     target = model_name(spec, name)
     cached = cache.get(target)
+    if cached is not None and kind == "catalog" and catalog.is_stale(spec, cached.manifest.extra):
+        cached = None  # built by an older recipe: build again (the new one replaces it atomically)
     if cached is not None and not force:
         if kind != "catalog" and cached.manifest.source != spec:
             raise SupplyError(
@@ -111,7 +113,7 @@ def pull(
         return cached
     if kind == "catalog":
         found = catalog.entry(spec)
-        extra = {"catalog": found.name, "description": found.description}
+        extra = {"catalog": found.name, "description": found.description, "recipe": found.recipe}
         with cache.building(
             target, task=found.task, source=found.source, format=found.format, extra=extra
         ) as out:
@@ -262,10 +264,10 @@ def resolve(spec: str, cache: Cache) -> CachedModel | Path:
             raise InvalidRequest(f"{path} is a file but not a .onnx model; expected a .onnx file or a folder")
         return path
     cached = cache.get(spec)
+    if kind == "catalog":  # pull() returns the cached model unless it is an older recipe's build
+        return pull(spec, cache)
     if cached is not None:
         return cached
-    if kind == "catalog":
-        return pull(spec, cache)
     known = sorted({*catalog.CATALOG, *(m.name for m in cache.list())})
     raise ModelNotFound(
         f"model {spec!r} is not a file, a folder, a cached model or a catalog name; "

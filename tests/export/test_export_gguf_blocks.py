@@ -1,0 +1,89 @@
+"""GGUF blocks → MatMulNBits form: decoded exactly as ggml does, and multiplied exactly by onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from tiny_gguf import Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, encode
+
+from onnxkit.errors import InvalidRequest
+from onnxkit.export import gguf_blocks
+from onnxkit.export.gguf_graph import Rewrite, _matmul_nbits
+
+QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
+             "Q6_K": Q6_K}
+
+
+def _weights(rows: int, cols: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # an offset per row and a few outliers, as real weight rows have
+    w = rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02
+    w[rng.integers(0, rows, 4), rng.integers(0, cols, 4)] *= 20
+    return w.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", list(QUANTIZED))
+def test_blocks_decode_as_ggml_does(name: str) -> None:
+    from gguf import GGMLQuantizationType, quants
+
+    raw = encode(_weights(6, 512, 0), QUANTIZED[name])
+    reference = quants.dequantize(raw, GGMLQuantizationType(QUANTIZED[name]))  # gguf-py's own ggml port
+    blocks = gguf_blocks.decode("w", QUANTIZED[name], raw, 6, 512)
+    assert blocks.type_name == name
+    assert blocks.q.max() < 2**blocks.bits
+    np.testing.assert_array_equal(blocks.dequantize(), reference)
+
+
+@pytest.mark.parametrize("name", list(QUANTIZED))
+def test_random_bytes_decode_as_ggml_does(name: str) -> None:
+    """Every bit of every field, not only what an encoder happens to write (scales kept finite)."""
+    from gguf import GGMLQuantizationType, quants
+
+    per_block, nbytes = gguf_blocks.BLOCK_BYTES[QUANTIZED[name]]
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (4, 512 // per_block, nbytes), dtype=np.uint8)
+    halves = [0, 2] if QUANTIZED[name] in (Q4_1, Q5_1, Q4_K, Q5_K) else [nbytes - 2 if name == "Q6_K" else 0]
+    for at in halves:  # fp16 scales in [2**-14, 2**-7): no inf/NaN
+        raw[..., at : at + 2] = (rng.integers(0x0400, 0x2000, raw.shape[:2], dtype=np.uint16)
+                                 .view(np.uint8).reshape(*raw.shape[:2], 2))
+    raw = raw.reshape(4, -1)
+    reference = quants.dequantize(raw, GGMLQuantizationType(QUANTIZED[name]))
+    np.testing.assert_array_equal(gguf_blocks.decode("w", QUANTIZED[name], raw, 4, 512).dequantize(), reference)
+
+
+@pytest.mark.parametrize("accuracy", [0, 4])
+@pytest.mark.parametrize("name", list(QUANTIZED))
+def test_matmulnbits_multiplies_with_the_exact_weights(name: str, accuracy: int) -> None:
+    """The nodes (8-bit as two 4-bit halves at level 0, plus the min term) against float64 A·Wᵀ.
+
+    Level 0 keeps activations in float32: exact to float rounding. Level 4 quantizes them to int8
+    per block (the layout still has to be right: within 2 %)."""
+    k, n = 512, 96
+    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(n, k, 2), QUANTIZED[name]), n, k)
+    rw = Rewrite()
+    _matmul_nbits(rw, "layer", "A", blocks, "Y", accuracy=accuracy)
+    graph = helper.make_graph(
+        rw.nodes, "g",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, None, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, None, n])],
+        rw.initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(3).standard_normal((1, 5, k)).astype(np.float32)
+    (y,) = session.run(None, {"A": a})
+    want = a[0].astype(np.float64) @ blocks.dequantize().astype(np.float64).T
+    assert np.abs(y[0] - want).max() <= (1e-5 if accuracy == 0 else 2e-2) * np.abs(want).max()
+    assert (rw.counts["offset terms"] == 1) == (QUANTIZED[name] in gguf_blocks.WITH_MIN)
+    split = accuracy == 0 and blocks.bits == 8
+    assert rw.counts["MatMulNBits 4-bit"] == (2 if split else blocks.bits == 4)
+
+
+def test_unsupported_type_names_the_tensor_and_the_supported_types() -> None:
+    raw = encode(_weights(2, 256, 0), Q2_K)
+    with pytest.raises(InvalidRequest, match=r"'blk\.3\.ffn_down\.weight' has type Q2_K.*supported types: F32, F16"):
+        gguf_blocks.decode("blk.3.ffn_down.weight", Q2_K, raw, 2, 256)
