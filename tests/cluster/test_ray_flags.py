@@ -48,3 +48,23 @@ def test_readiness_is_asked_where_this_machine_reaches_the_proxy(host: str, addr
     from onnxkit.serve.ray_cluster import probe_host
 
     assert probe_host(host, address) == probed
+
+
+@pytest.mark.parametrize(
+    ("threads", "cpus", "replicas", "max_replicas", "want"),
+    [
+        (0, 8, 2, 2, 4),  # the cluster's cores shared by the replicas
+        (0, 2, 2, 2, 1),
+        (0, 2, 4, 4, 1),  # at least one thread each
+        (0, 8, None, 4, 2),  # autoscaling: shared by the most replicas there can be
+        (3, 8, 2, 2, 3),  # --threads wins
+    ],
+)
+def test_threads_per_replica_default_to_cores_over_replicas(
+    threads: int, cpus: int, replicas: int | None, max_replicas: int, want: int
+) -> None:
+    from onnxkit.serve.ray_serve import Scaling, threads_per_replica
+    from onnxkit.settings import ServerSettings
+
+    scaling = Scaling(replicas=replicas, max_replicas=max_replicas)
+    assert threads_per_replica(ServerSettings(threads=threads), cpus, scaling) == want

@@ -66,6 +66,23 @@ def test_jsonl_with_bad_lines_one_text_per_run_gives_the_bytes_of_a_local_run(
     assert on_ray.read_bytes() == local.read_bytes()
 
 
+def test_txt_with_a_line_that_is_not_utf8_gives_the_bytes_of_a_local_run(
+    ray_cluster: RayCluster, tiny_embed_model: Path, tmp_path: Path
+) -> None:
+    lines = [t.encode() for t in texts(400, seed=2)]
+    lines[4] = b"not utf-8: \xff\xfe"
+    lines[9] = b""  # blank: skipped, as locally
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert "398 ok, 1 failed -> " in predict(ray_cluster, tiny_embed_model, source, local, "--max-batch-size", "1")
+    summary = predict(ray_cluster, tiny_embed_model, source, on_ray, "--max-batch-size", "1",
+                      "--ray", ray_cluster.address, *RAY)
+    assert "398 ok, 1 failed -> " in summary
+    assert on_ray.read_bytes() == local.read_bytes()
+    assert "line 5 is not UTF-8" in on_ray.read_text().splitlines()[4]
+
+
 def test_parquet_text_column_matches_a_local_run(
     ray_cluster: RayCluster, tiny_embed_model: Path, tmp_path: Path
 ) -> None:

@@ -1,6 +1,6 @@
 """A Ray worker node on 127.0.0.1 that joins GCS_ADDRESS, as ``ray start --address ... --block`` would start it.
 
-Run by the test session (``tests/ray/conftest.py``), never collected as a test. ``ray start --address``
+Run by the test session (``tests/cluster/conftest.py``), never collected as a test. ``ray start --address``
 cannot start a loopback-only node: it turns 127.0.0.1 into the machine's routable address (and its
 servers then listen on every interface) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, under which it
 refuses to start any worker node. So this starts the node through the same ``Node`` class
