@@ -182,3 +182,13 @@ def task_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         root = tmp_path_factory.mktemp(name)
         out[name] = export(_task_hf_folder(root, head, labels), task, root / "out")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with one logit, exported as text-classification: a cross-encoder's shape."""
+    from onnxkit.export import export
+
+    root = tmp_path_factory.mktemp("tiny-cross")
+    return export(_task_hf_folder(root, "BertForSequenceClassification", {0: "relevance"}), "text-classification",
+                  root / "out")  # fmt: skip

@@ -19,7 +19,8 @@ LAYERS = [
     ("entry points", ["onnxkit.cli", "onnxkit.commands", "onnxkit.__main__"]),
 ]
 TRANSPORTS = {"onnxkit.serve.openai_http", "onnxkit.serve.tasks_http", "onnxkit.serve.kserve_http",
-              "onnxkit.serve.kserve_grpc", "onnxkit.serve.tfserving_http", "onnxkit.serve.metrics_http"}  # fmt: skip
+              "onnxkit.serve.kserve_grpc", "onnxkit.serve.tfserving_http", "onnxkit.serve.metrics_http",
+              "onnxkit.serve.text_http"}  # fmt: skip
 
 
 def modules() -> dict[str, Path]:

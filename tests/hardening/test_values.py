@@ -30,7 +30,8 @@ MSG = [{"role": "user", "content": "hi"}]
     ],
 )
 def test_out_of_range_values_are_400(hard_server: Server, path: str, body: dict[str, object], param: str) -> None:
-    r = httpx.post(hard_server.url + path, json={"max_tokens": 4, **body}, timeout=60)
+    bound = {} if path == "/v1/embeddings" else {"max_tokens": 4}  # embeddings refuse a field they do not honour
+    r = httpx.post(hard_server.url + path, json={**bound, **body}, timeout=60)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == param.split("[")[0] or param in err["message"], err

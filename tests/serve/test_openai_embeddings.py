@@ -63,8 +63,20 @@ def test_bad_inputs_are_400(client: openai.OpenAI) -> None:
     for bad in ([], [""], [1.5]):
         with pytest.raises(openai.BadRequestError):
             client.embeddings.create(model="tiny-embed", input=bad)  # type: ignore[arg-type]
-    with pytest.raises(openai.BadRequestError, match="dimensions"):
-        client.embeddings.create(model="tiny-embed", input="x", dimensions=8)
+    with pytest.raises(openai.BadRequestError, match="dimensions is 33; model 'tiny-embed' produces 32"):
+        client.embeddings.create(model="tiny-embed", input="x", dimensions=33)
+
+
+def test_dimensions_truncates_then_renormalises(client: openai.OpenAI) -> None:
+    texts = ["the capital of france is paris", "a quick brown fox"]
+    full = np.array([d.embedding for d in client.embeddings.create(model="tiny-embed", input=texts).data])
+    short = client.embeddings.create(model="tiny-embed", input=texts, dimensions=8)
+    got = np.array([d.embedding for d in short.data])
+    want = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    assert got.shape == (2, 8)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    same = client.embeddings.create(model="tiny-embed", input=texts, dimensions=32)
+    np.testing.assert_allclose([d.embedding for d in same.data], full, atol=1e-6)
 
 
 def test_embedding_export_is_also_served_over_kserve(server: Server) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import openai
@@ -264,3 +265,22 @@ def test_a_429_with_nothing_else_in_flight_is_the_lines_answer(tmp_path: Path) -
     got, ok, failed = run(spec, src, concurrency=1, settings=ServerSettings(max_queue=0, access_log=False))
     assert (ok, failed) == (0, 2)
     assert "requests queued (the limit)" in str(got[0]["error"])
+
+
+def test_rerank_lines_for_a_cross_encoder(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    docs = ["the capital of france is paris", "a quick brown fox", "the weather today is sunny"]
+    rows: list[object] = [{"query": "where is paris", "documents": docs, "top_n": 2},
+                          {"input": "a quick brown fox"},  # the same model's /v1/classify
+                          {"custom_id": "r1", "body": {"query": "sunny weather", "documents": docs}},
+                          {"custom_id": "r2", "method": "POST", "url": "/v1/rerank",
+                           "body": {"query": "a fox", "documents": docs, "top_n": 1}}]  # fmt: skip
+    got, ok, failed = run(ModelSpec("tiny-cross", tiny_cross_encoder), lines(tmp_path / "in.jsonl", rows))
+    assert (ok, failed) == (4, 0)
+    with Server([ModelSpec("tiny-cross", tiny_cross_encoder)], port=0) as s:
+        want = httpx.post(s.url + "/v1/rerank", json={"model": "tiny-cross", **rows[0]}, timeout=30).json()  # type: ignore[dict-item]
+    assert got[0]["results"] == want["results"] and len(want["results"]) == 2
+    assert "data" in got[1]
+    batch = got[2]["response"]
+    assert isinstance(batch, dict) and batch["status_code"] == 200 and len(batch["body"]["results"]) == 3
+    named = got[3]["response"]  # a Batch API line that names the route
+    assert isinstance(named, dict) and named["status_code"] == 200 and len(named["body"]["results"]) == 1

@@ -5,9 +5,12 @@ on CPU, continuously where the model has paged attention) and steps it while any
 request is pending, handing tokens to asyncio through ``call_soon_threadsafe``.
 
 On CPU the engine batches statically, and there per-turn seeds are refused
-("A per-turn seed requires an Engine configured for dynamic batching"). Seeded
-sampling therefore runs on a seeded ``og.Generator`` stepped in the same loop,
-one token per iteration, interleaved with the engine's steps.
+("A per-turn seed requires an Engine configured for dynamic batching"); its events
+carry no logits either. Seeded sampling, logprobs and OpenAI's additive penalties
+therefore run on their own ``og.Generator`` (``runtime.solo``) stepped in the same
+loop, one token per iteration, interleaved with the engine's steps. Grammars
+(llguidance) and the repetition penalty are per-turn options the CPU engine
+accepts, so constrained requests stay in its batch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ from typing import Any
 import numpy as np
 
 from onnxkit.errors import InternalError, MissingDependency, ModelUnavailable, Overloaded
+from onnxkit.runtime.solo import (
+    GrammarError,
+    Guidance,
+    Sampling,
+    SoloDecoder,
+    TokenLogprob,
+    guidance_probe,
+    is_grammar_error,
+)
 
 # onnxruntime-genai's static scheduler (CPU) runs at most 4 requests in a batch, whatever
 # engine.static_batching.max_batch_size says (that sizes only its sampler), and admits no one until
@@ -39,17 +51,7 @@ except ImportError:  # optional extra
     og = None
 
 
-@dataclass(frozen=True)
-class Sampling:
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_k == 1
+__all__ = ["Delta", "GenaiEngine", "Guidance", "Sampling", "Stream", "TokenLogprob"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,11 @@ class Delta:
     index: int  # which of a request's generations (its ``n`` choices, its prompts) it belongs to
     text: str
     token: int | None
-    finish: str | None = None  # "stop" | "length" | "cancelled" | "error" | "unloaded"
+    # "stop" | "length" | "cancelled" | "error" | "unloaded" | "invalid" (a grammar that did not compile)
+    finish: str | None = None
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    logprob: TokenLogprob | None = None  # when the sampling asked for logprobs
 
 
 @dataclass(eq=False)
@@ -75,7 +79,7 @@ class Stream:
     # engine-thread side
     request: Any = None
     turn: int = 0
-    generator: Any = None
+    solo: SoloDecoder | None = None
     detok: Any = None
     done: bool = False
 
@@ -116,7 +120,8 @@ class GenaiEngine:
         self._on_step = on_step  # sequences one engine step advanced
         self._inbox: queue.SimpleQueue[tuple[str, Stream | None]] = queue.SimpleQueue()
         self._by_request: dict[int, Stream] = {}
-        self._seeded: list[Stream] = []
+        self._solo: list[Stream] = []
+        self.guidance_error = ""  # why this build cannot constrain decoding, if it cannot (probed at start)
         self._closed = False
         # The engine may only be used from the thread that created it.
         self._ready = threading.Event()
@@ -131,8 +136,12 @@ class GenaiEngine:
     def encode(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer.encode(text)]
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return str(self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True))
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, generation_prompt: bool = True
+    ) -> str:
+        extra: dict[str, Any] = {"tools": json.dumps(tools)} if tools else {}
+        extra["add_generation_prompt"] = generation_prompt
+        return str(self.tokenizer.apply_chat_template(json.dumps(messages), **extra))
 
     def submit(self, jobs: Sequence[tuple[list[int], Sampling]], deltas: asyncio.Queue[Delta]) -> list[Stream]:
         """All of one request's generations, or none of them: a request refused leaves nothing running."""
@@ -161,6 +170,7 @@ class GenaiEngine:
     # ---- the engine thread ---------------------------------------------------
     def _main(self) -> None:
         try:
+            self.guidance_error = guidance_probe(og, self.model, self.encode("Answer with one letter:"))
             self.engine = og.Engine(self.model)
             self.events = self.engine.create_event_buffer(self._buffer_size)
         except Exception as exc:
@@ -177,13 +187,13 @@ class GenaiEngine:
                 break
             if kind == "add" and stream is not None:
                 self._finish(stream, "unloaded")
-        for stream in [*self._by_request.values(), *self._seeded]:
+        for stream in [*self._by_request.values(), *self._solo]:
             self._finish(stream, "unloaded")
         del self.events, self.engine  # released on their owner thread
 
     def _loop(self) -> None:
         while not self._closed:
-            idle = not (self.engine.has_pending_requests() or self._seeded)
+            idle = not (self.engine.has_pending_requests() or self._solo)
             added = self._take(block=idle)
             if added is None:
                 return
@@ -193,10 +203,10 @@ class GenaiEngine:
             try:
                 if self.engine.has_pending_requests():
                     self._step_engine()
-                for stream in list(self._seeded):
-                    self._step_generator(stream)
+                for stream in list(self._solo):
+                    self._step_solo(stream)
             except Exception as exc:  # the engine failed: fail every live stream, keep serving
-                for stream in [*self._by_request.values(), *self._seeded]:
+                for stream in [*self._by_request.values(), *self._solo]:
                     self._finish(stream, "error", error=str(exc))
 
     def _take(self, block: bool, timeout: float | None = None) -> int | None:
@@ -235,26 +245,28 @@ class GenaiEngine:
         s = stream.sampling
         stream.detok = self.tokenizer.create_stream()
         try:
-            if s.seed is not None and not s.greedy:
-                params = og.GeneratorParams(self.model)
-                opts: dict[str, Any] = {
-                    "do_sample": True,
-                    "temperature": s.temperature,
-                    "random_seed": s.seed,
-                    "max_length": len(stream.prompt) + s.max_new_tokens,
-                    "top_k": s.top_k or 0,
-                    "top_p": s.top_p if s.top_p is not None else 1.0,
-                }
-                params.set_search_options(**opts)
-                stream.generator = og.Generator(self.model, params)
-                stream.generator.append_tokens(np.asarray(stream.prompt, dtype=np.int32))
-                self._seeded.append(stream)
-                return
-            options = og.RequestOptions()
-            options.set_max_session_tokens(len(stream.prompt) + s.max_new_tokens)
-            request = self.engine.create_request(options=options)
+            if s.solo:
+                stream.solo = SoloDecoder(og, self.model, stream.prompt, s)
+                self._solo.append(stream)
+            else:
+                self._begin_turn(stream)
+        except Exception as exc:
+            if isinstance(exc, GrammarError) or (s.guidance is not None and is_grammar_error(exc)):
+                said = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:600]
+                self._finish(stream, "invalid", error=f"the grammar did not compile: {said or type(exc).__name__}")
+            else:
+                self._finish(stream, "error", error=str(exc))
+
+    def _begin_turn(self, stream: Stream) -> None:
+        s = stream.sampling
+        options = og.RequestOptions()
+        options.set_max_session_tokens(len(stream.prompt) + s.max_new_tokens)
+        request = self.engine.create_request(options=options)
+        try:
             turn = og.TurnOptions(request)
             turn.set_max_generated_tokens(s.max_new_tokens)
+            if s.min_new_tokens:
+                turn.set_min_generated_tokens(s.min_new_tokens)
             if s.greedy:
                 turn.set_do_sample(False)
                 turn.set_temperature(0.0)
@@ -264,11 +276,17 @@ class GenaiEngine:
                 turn.set_top_k(s.top_k or 0)
                 if s.top_p is not None:
                     turn.set_top_p(s.top_p)
+            if s.repetition_penalty is not None:
+                turn.set_repetition_penalty(s.repetition_penalty)
+            if s.guidance is not None:
+                turn.set_guidance(s.guidance.kind, s.guidance.data)
             stream.turn = request.begin_turn(np.asarray(stream.prompt, dtype=np.int32), turn)
-            stream.request = request
-            self._by_request[id(request)] = stream
-        except Exception as exc:
-            self._finish(stream, "error", error=str(exc))
+        except Exception:
+            with contextlib.suppress(Exception):
+                request.close()
+            raise
+        stream.request = request
+        self._by_request[id(request)] = stream
 
     def _cancel(self, stream: Stream) -> None:
         if stream.done:
@@ -296,23 +314,22 @@ class GenaiEngine:
         if stepped and self._on_step is not None:
             self._on_step(stepped)
 
-    def _step_generator(self, stream: Stream) -> None:
-        g = stream.generator
-        g.generate_next_token()
-        token = int(g.get_next_tokens()[0])
+    def _step_solo(self, stream: Stream) -> None:
+        assert stream.solo is not None
+        token, logprob = stream.solo.step()
         if token in self.eos_ids:
             self._finish(stream, "stop")
             return
-        self._emit(stream, token)
-        if stream.generated >= stream.sampling.max_new_tokens or g.is_done():
+        self._emit(stream, token, logprob)
+        if stream.generated >= stream.sampling.max_new_tokens or stream.solo.done():
             self._finish(stream, "length")
 
-    def _emit(self, stream: Stream, token: int) -> None:
+    def _emit(self, stream: Stream, token: int, logprob: TokenLogprob | None = None) -> None:
         if stream.done or token in self.eos_ids:
             return
         stream.generated += 1
         text = stream.detok.decode(token)
-        stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, Delta(stream.index, text, token))
+        _post(stream, Delta(stream.index, text, token, logprob=logprob))
 
     def _finish(self, stream: Stream, reason: str, error: str = "") -> None:
         if stream.done:
@@ -323,12 +340,18 @@ class GenaiEngine:
             with contextlib.suppress(Exception):
                 stream.request.close()
             stream.request = None
-        if stream in self._seeded:
-            self._seeded.remove(stream)
-            stream.generator = None
+        if stream in self._solo:
+            self._solo.remove(stream)
+            stream.solo = None
         if self._on_finish is not None:
             self._on_finish(len(stream.prompt), stream.generated)
-        delta = Delta(stream.index, error, None, reason, len(stream.prompt), stream.generated)
+        _post(stream, Delta(stream.index, error, None, reason, len(stream.prompt), stream.generated))
+
+
+def _post(stream: Stream, delta: Delta) -> None:
+    # A loop that has closed has nobody left to read (e.g. the last words of a cancelled stream):
+    # the engine thread must not die of it.
+    with contextlib.suppress(RuntimeError):
         stream.loop.call_soon_threadsafe(stream.deltas.put_nowait, delta)
 
 

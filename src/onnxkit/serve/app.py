@@ -27,7 +27,7 @@ from onnxkit.errors import InternalError, InvalidRequest, ModelNotFound, Onnxkit
 from onnxkit.models.config import ModelConfig
 from onnxkit.models.folder import Task
 from onnxkit.runtime.metrics import Metrics
-from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, tfserving_http
+from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, text_http, tfserving_http
 from onnxkit.serve.access_log import AccessLog
 from onnxkit.serve.errors import describe_validation, error_body
 from onnxkit.serve.http import install_openapi
@@ -43,7 +43,8 @@ log = logging.getLogger("onnxkit.server")
 
 # In order: TF-Serving's /v1/models/{m}/versions/{v} and .../metadata come before OpenAI's
 # /v1/models/{model_id:path}, which would otherwise swallow them.
-ROUTERS = (kserve_http.router, tfserving_http.router, metrics_http.router, openai_http.router, tasks_http.router)
+ROUTERS = (kserve_http.router, tfserving_http.router, metrics_http.router, openai_http.router, tasks_http.router,
+           text_http.router)  # fmt: skip
 
 
 @dataclass(frozen=True)

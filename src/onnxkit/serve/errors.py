@@ -61,9 +61,14 @@ def describe_validation(errors: list[Any]) -> tuple[str, str | None]:
     """pydantic's error list → one readable sentence and the offending field."""
     parts = []
     param = None
+    # A wrong value first, then fields that are not honoured: both are named, the value is the param.
+    errors = sorted(errors, key=lambda e: e.get("type") == "extra_forbidden")
     for err in errors[:3]:
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         where = ".".join(loc) or "body"
         param = param or (loc[0] if loc else None)
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        if err.get("type") == "extra_forbidden":  # never ignored silently: the field is named, and why
+            parts.append(f"{where} is not a field onnxkit honours here; leave it out")
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts), param

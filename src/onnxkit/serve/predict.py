@@ -2,7 +2,8 @@
 
 A transport like the HTTP ones, with a JSONL file for a wire: each input line is a request body as
 you would POST it to the model's route (``/v1/embeddings``, ``/v1/chat/completions`` or
-``/v1/completions``, ``/v1/classify``, ``/v1/qa``, or KServe v2 ``/v2/models/NAME/infer``), or a
+``/v1/completions``, ``/v1/classify``, ``/v1/qa``, ``/v1/rerank`` for a line with ``query`` and
+``documents``, or KServe v2 ``/v2/models/NAME/infer``), or a
 line of OpenAI's Batch API (``{"custom_id", "method", "url", "body"}``). A ``.txt`` file holds one
 text per line, for the text tasks (a ``.parquet`` file one per row of its ``text`` column). The app
 (``serve.app.create_app``) runs in this process without a socket; up to ``concurrency`` requests
@@ -32,7 +33,7 @@ from typing import IO, Any, BinaryIO
 import httpx
 import orjson
 
-from onnxkit.errors import InternalError, InvalidRequest, MissingDependency, OnnxkitError, PayloadTooLarge
+from onnxkit.errors import InternalError, InvalidRequest, OnnxkitError, PayloadTooLarge
 from onnxkit.models.folder import Task, model_kind
 from onnxkit.serve.app import ModelSpec, create_app, wrap
 from onnxkit.serve.errors import error_body
@@ -45,12 +46,13 @@ ROUTES = {
     Task.ZERO_SHOT: "/v1/classify",
     Task.QUESTION_ANSWERING: "/v1/qa",
 }
+RERANKERS = (Task.TEXT_CLASSIFICATION, Task.EMBEDDINGS)
 BATCH_API_KEYS = {"custom_id", "body"}
 BATCH_API_FIELDS = {"custom_id", "method", "url", "body"}
 # What a Batch API line may POST to: the inference routes (never e.g. the repository's unload, which
 # would take the model away from the lines after it).
 INFERENCE_URL = re.compile(
-    r"^(?:/v1/(?:embeddings|chat/completions|completions|classify|qa)"
+    r"^(?:/v1/(?:embeddings|chat/completions|completions|classify|qa|rerank)"
     r"|/v2/models/[^/]+(?:/versions/[^/]+)?/infer"
     r"|/v1/models/[^/:]+(?:/versions/[^/:]+)?:predict)$"
 )
@@ -88,6 +90,8 @@ def route_for(kind: Task, name: str, body: dict[str, Any]) -> str:
         return f"/v2/models/{name}/infer"
     if kind is Task.CHAT and "prompt" in body and "messages" not in body:
         return "/v1/completions"
+    if kind in RERANKERS and "query" in body and "documents" in body:
+        return "/v1/rerank"  # a cross-encoder (one-logit classifier) or an embeddings model ranks documents
     return ROUTES[kind]
 
 
@@ -107,7 +111,9 @@ def read_lines(
     ``skip`` passes over that many requests (non-blank lines) without parsing them, for a resumed run.
     """
     if path.suffix == ".parquet":
-        yield from parquet_lines(path, spec, kind, skip=skip)
+        from onnxkit.serve.predict_parquet import parquet_texts  # pyarrow only for a Parquet input
+
+        yield from (text_line(n, text, spec, kind) for n, text in parquet_texts(path, skip=skip))
         return
     is_text = path.suffix == ".txt"
     answered = 0
@@ -197,20 +203,6 @@ def text_line(number: int, text: str | None, spec: ModelSpec, kind: Task) -> Lin
     return Line(number, route_for(kind, spec.name, body), {"model": spec.name, **body})
 
 
-def parquet_lines(path: Path, spec: ModelSpec, kind: Task, *, skip: int = 0, column: str = "text") -> Iterator[Line]:
-    """A Parquet file's ``text`` column, one request per row (numbered from 1), nulls answered in place."""
-    try:
-        import pyarrow.parquet as pq
-    except ModuleNotFoundError as exc:
-        raise MissingDependency("pyarrow", "ray") from exc
-    parquet = pq.ParquetFile(path)
-    if column not in parquet.schema_arrow.names:
-        raise InvalidRequest(f"{path} has no {column!r} column (it has {', '.join(parquet.schema_arrow.names)}); "
-                             f"a Parquet input holds one text per row in a column named {column!r}")
-    texts = (text for batch in parquet.iter_batches(columns=[column]) for text in batch.column(0).to_pylist())
-    yield from (text_line(n, text, spec, kind) for n, text in enumerate(texts, 1) if n > skip)
-
-
 def _batch_line(number: int, data: dict[str, Any], spec: ModelSpec, kind: Task) -> Line:
     custom_id, body, url = str(data["custom_id"]), data["body"], data.get("url")
     default = route_for(kind, spec.name, body if isinstance(body, dict) else {})
@@ -223,7 +215,7 @@ def _batch_line(number: int, data: dict[str, Any], spec: ModelSpec, kind: Task) 
         problem = f"line {number}: body is a JSON {type(body).__name__}; expected the request body (an object)"
     elif url is not None and not (isinstance(url, str) and INFERENCE_URL.match(url)):
         problem = (f"line {number}: url {url!r} is not an inference route; expected one of /v1/embeddings, "
-                   "/v1/chat/completions, /v1/completions, /v1/classify, /v1/qa, /v2/models/NAME/infer, "
+                   "/v1/chat/completions, /v1/completions, /v1/classify, /v1/qa, /v1/rerank, /v2/models/NAME/infer, "
                    "/v1/models/NAME:predict")
     if problem is not None:
         return Line(number, default, {}, custom_id, problem)

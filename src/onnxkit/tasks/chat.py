@@ -1,7 +1,8 @@
 """Chat and completions: prompt → engine stream → text deltas with stop strings.
 
 Stop strings are matched here, on decoded text, because onnxruntime-genai's CPU
-engine (static batching) refuses them; a match cancels the request.
+engine (static batching) refuses them; a match cancels the request. Tools are
+rendered into the prompt by ``tasks.tools``; grammars come from ``tasks.guidance``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from onnxkit.errors import InternalError, InvalidRequest, ModelUnavailable
-from onnxkit.runtime.genai import Delta, GenaiEngine, Sampling
+from onnxkit.runtime.genai import Delta, GenaiEngine, Guidance, Sampling
 from onnxkit.runtime.metrics import Recorder
 from onnxkit.settings import Limits, ServerSettings
+from onnxkit.tasks import tools as toolkit
+from onnxkit.tasks.logprobs import Entry, TokenBytes
+from onnxkit.tasks.messages import chat_template, check_message
 
 T = TypeVar("T")
 
-ROLES = {"system", "user", "assistant", "developer"}
+MAX_TOP_LOGPROBS = 20
 SEED_RANGE = 2**31
 # Text shorter than this is tokenized on the event loop; longer text in a worker thread.
 ENCODE_INLINE = 16 * 1024
@@ -53,6 +57,7 @@ class Piece:
     finish: str | None = None  # set on the last piece: "stop" | "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[Entry, ...] = ()  # the tokens this piece's text came from, when asked for
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class ChatModel:
         )
         self.context_length = self.engine.context_length
         self.limits = settings.limits
+        self.template_knows_tools = "tools" in chat_template(path)
+        self.token_bytes = TokenBytes(path)
         genai_config = json.loads((path / "genai_config.json").read_text())
         self.vocab_size = int(genai_config.get("model", {}).get("vocab_size") or 2**31 - 1)
         search = genai_config.get("search", {})
@@ -98,25 +105,35 @@ class ChatModel:
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
 
-    async def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """The messages through the chat template, tokenized (in a worker when long)."""
-        flat = []
-        for i, m in enumerate(messages):
-            role = m.get("role")
-            if role not in ROLES:
-                raise InvalidRequest(
-                    f"messages[{i}].role is {role!r}; expected one of system, user, assistant",
-                    param=f"messages[{i}].role",
-                )
-            flat.append({"role": "system" if role == "developer" else role, "content": _text(m.get("content"), i)})
-        if not flat:
-            raise InvalidRequest("messages is empty; expected at least one message", param="messages")
-        size = sum(len(m["content"]) for m in flat)
-        return await _sized(size, self._render_and_encode, flat)
+    @property
+    def guidance_error(self) -> str:
+        """Why this model cannot constrain its output ("" when it can)."""
+        return self.engine.guidance_error
 
-    def _render_and_encode(self, flat: list[dict[str, str]]) -> list[int]:
+    async def chat_prompt(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: toolkit.ToolUse | None = None,
+        *,
+        need_guidance: bool = True,
+        generation_prompt: bool = True,
+    ) -> list[int]:
+        """The messages (and tools) through the chat template, tokenized (in a worker when long). Offering
+        tools needs guidance (their calls are constrained), unless the prompt is only counted."""
+        if not messages:
+            raise InvalidRequest("messages is empty; expected at least one message", param="messages")
+        checked = [check_message(m, i) for i, m in enumerate(messages)]
+        if tools is not None and tools.active and need_guidance:
+            self.require_guidance("tools")
+        rendered, declared = toolkit.render(checked, tools, self.template_knows_tools)
+        size = sum(len(m["content"]) for m in rendered) + (len(json.dumps(declared)) if declared else 0)
+        return await _sized(size, self._render_and_encode, rendered, declared, generation_prompt)
+
+    def _render_and_encode(
+        self, rendered: list[dict[str, Any]], declared: list[dict[str, Any]] | None, generation_prompt: bool
+    ) -> list[int]:
         try:
-            text = self.engine.chat_prompt(flat)
+            text = self.engine.chat_prompt(rendered, declared, generation_prompt)
         except Exception as exc:  # the template raised (e.g. roles in an order it refuses)
             raise InvalidRequest(f"model {self.name!r}'s chat template refused the messages: {exc}",
                                  param="messages") from exc  # fmt: skip
@@ -132,6 +149,14 @@ class ChatModel:
             raise InvalidRequest(f"{param} is empty: it holds no tokens; send some text", param=param)
         return ids
 
+    def require_guidance(self, feature: str) -> None:
+        if self.guidance_error:
+            raise InvalidRequest(
+                f"{feature} needs constrained decoding, which model {self.name!r} cannot do here: "
+                f"{self.guidance_error}; install an onnxruntime-genai build with guidance (the PyPI wheel has it)",
+                param=feature,
+            )
+
     def sampling(
         self,
         prompt: list[int],
@@ -141,6 +166,12 @@ class ChatModel:
         top_p: float | None,
         top_k: int | None,
         seed: int | None,
+        min_tokens: int | None = None,
+        repetition_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        logprobs: int | None = None,
+        guidance: Guidance | None = None,
     ) -> Sampling:
         room = self.context_length - len(prompt)
         if room <= 0:
@@ -152,26 +183,55 @@ class ChatModel:
             )
         if max_tokens is not None and max_tokens < 1:
             raise InvalidRequest(f"max_tokens is {max_tokens}; expected at least 1", param="max_tokens")
+        if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(
+                f"top_logprobs is {logprobs}; expected 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs"
+            )
+        if repetition_penalty is not None and not repetition_penalty > 0:
+            raise InvalidRequest(
+                f"repetition_penalty is {repetition_penalty}; expected a number above 0 (1 is none)",
+                param="repetition_penalty",
+            )
+        if guidance is not None:
+            self.require_guidance("response_format")
         sample = temperature if temperature is not None else self.defaults.temperature
+        most = min(max_tokens or room, room)  # clamped to the context
+        if min_tokens is not None and not 0 <= min_tokens <= most:
+            raise InvalidRequest(
+                f"min_tokens is {min_tokens}; expected 0 to {most} (max_tokens, or the room left in the context)",
+                param="min_tokens",
+            )
         return Sampling(
-            max_new_tokens=min(max_tokens or room, room),  # clamped to the context
+            max_new_tokens=most,
+            min_new_tokens=min_tokens or 0,
             temperature=sample,
             top_p=top_p if top_p is not None else self.defaults.top_p,
             # a top_k past the vocabulary keeps every token: the same as none (the runtime refuses it)
             top_k=min(top_k, self.vocab_size) if top_k is not None else self.defaults.top_k,
             # onnxruntime-genai takes a 32-bit seed; OpenAI's is 64-bit: the same seed always maps alike
             seed=None if seed is None else seed % SEED_RANGE,
+            repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty or 0.0,
+            presence_penalty=presence_penalty or 0.0,
+            logprobs=logprobs,
+            guidance=guidance,
         )
 
     async def generate(
-        self, jobs: Sequence[tuple[list[int], Sampling]], stop: Sequence[str]
+        self,
+        jobs: Sequence[tuple[list[int], Sampling]],
+        stop: Sequence[str],
+        enough: Callable[[int], bool] | None = None,
     ) -> AsyncGenerator[tuple[int, Piece], None]:
         """One request's generations (its prompts and ``n`` choices), as ``(index, piece)`` in the order the
         pieces come; each index's last piece carries its finish reason and usage. All are admitted or none
-        (a 429 leaves nothing running), and leaving early cancels every one still running."""
+        (a 429 leaves nothing running), and leaving early cancels every one still running. A grammar that
+        does not compile raises InvalidRequest before any piece. ``enough(i)``, asked after each piece the
+        caller has taken, ends generation ``i`` there (finish "stop"): e.g. a model repeating a tool call."""
         deltas: asyncio.Queue[Delta] = asyncio.Queue()
         streams = self.engine.submit(jobs, deltas)
         matchers = [StopMatcher(stop) for _ in streams]
+        pending: list[list[Entry]] = [[] for _ in streams]  # logprobs of tokens whose text is held back
         live = set(range(len(streams)))
         started = time.perf_counter()
         try:
@@ -182,16 +242,26 @@ class ChatModel:
                     continue  # what a stream stopped on a stop string still had in flight
                 stream = streams[i]
                 if delta.finish is None:
+                    if delta.logprob is not None and delta.token is not None:
+                        pending[i].append(self.token_bytes.entry(delta.token, delta.logprob))
                     text, hit = matchers[i].feed(delta.text)
                     if hit:
                         self.engine.cancel(stream)
                         live.discard(i)
                         self._recorder.request(True, time.perf_counter() - started)
-                        yield i, Piece(text, "stop", len(stream.prompt), stream.generated)
-                    elif text:
-                        yield i, Piece(text)
+                        yield i, Piece(text, "stop", len(stream.prompt), stream.generated, _take(pending, i))
+                    elif text or pending[i]:
+                        yield i, Piece(text, logprobs=_take(pending, i))
+                        if enough is not None and enough(i):
+                            self.engine.cancel(stream)
+                            live.discard(i)
+                            self._recorder.request(True, time.perf_counter() - started)
+                            yield i, Piece("", "stop", len(stream.prompt), stream.generated)
                     continue
                 live.discard(i)
+                if delta.finish == "invalid":
+                    self._recorder.request(False, time.perf_counter() - started)
+                    raise InvalidRequest(delta.text, param="response_format")
                 ok = delta.finish in ("stop", "length")
                 self._recorder.request(ok, time.perf_counter() - started)
                 if delta.finish == "unloaded":
@@ -199,7 +269,8 @@ class ChatModel:
                 if not ok:
                     raise InternalError(f"generation failed on model {self.name!r}: {delta.text or delta.finish}")
                 prompt_tokens = delta.prompt_tokens or len(stream.prompt)
-                yield i, Piece(matchers[i].flush(), delta.finish, prompt_tokens, delta.generated_tokens)
+                text = matchers[i].flush()
+                yield i, Piece(text, delta.finish, prompt_tokens, delta.generated_tokens, _take(pending, i))
         finally:
             for i in live:  # the client went away, or another generation failed
                 self.engine.cancel(streams[i])
@@ -245,23 +316,6 @@ class StopMatcher:
         return out
 
 
-def _text(content: Any, index: int) -> str:
-    if isinstance(content, str):
-        return content
-    if content is None:
-        return ""
-    if isinstance(content, list):
-        parts = []
-        for j, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            else:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise InvalidRequest(
-                    f"messages[{index}].content[{j}] is of type {kind!r}; this model accepts only text parts",
-                    param=f"messages[{index}].content",
-                )
-        return "".join(parts)
-    raise InvalidRequest(
-        f"messages[{index}].content must be a string or a list of text parts", param=f"messages[{index}].content"
-    )
+def _take(pending: list[list[Entry]], i: int) -> tuple[Entry, ...]:
+    out, pending[i] = tuple(pending[i]), []
+    return out

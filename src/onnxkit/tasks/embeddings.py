@@ -246,3 +246,26 @@ def _config_int(path: Path, key: str) -> int | None:
         value = json.loads(cfg.read_text()).get(key)
         return int(value) if isinstance(value, int) and value > 0 else None
     return None
+
+
+def check_dimensions(dimensions: int, width: int, model: str) -> None:
+    if not 1 <= dimensions <= width:
+        raise InvalidRequest(
+            f"dimensions is {dimensions}; model {model!r} produces {width}-dimensional embeddings, "
+            f"so expected 1 to {width}",
+            param="dimensions",
+        )
+
+
+def shorten(vectors: FloatArray, dimensions: int | None, model: str) -> FloatArray:
+    """OpenAI's ``dimensions``: the first ``dimensions`` components, renormalised to unit length.
+
+    Matryoshka-trained models keep most of their quality this way; for others the shortened vectors
+    rank worse, as with any model asked for fewer dimensions than it was trained for.
+    """
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    check_dimensions(dimensions, vectors.shape[1], model)
+    cut = vectors[:, :dimensions].astype(np.float32, copy=True)
+    cut /= np.clip(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12, None)
+    return cut
