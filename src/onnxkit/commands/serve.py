@@ -7,9 +7,14 @@ import os
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.settings import DEFAULT_MODELS, Limits, ServerSettings
+
+if TYPE_CHECKING:
+    from onnxkit.serve.app import ModelSpec
+    from onnxkit.serve.ray_serve import Scaling
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,7 +60,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--load-model", action="append", default=[], metavar="NAME",
                    help="explicit mode: models to load at start ('*': all; default all)")
     t.add_argument("--grpc-port", type=int, default=None,
-                   help="KServe v2 gRPC port (default 8001 with --repository/--config, else off; -1: off)")
+                   help="KServe v2 gRPC port (default 8001 with --repository/--config, else off; -1: off). With "
+                        "--ray: off unless given, then served by Ray Serve's gRPC proxy, which listens on every "
+                        "interface")
+    r = p.add_argument_group("Ray (pip install 'onnxkit[ray]'; docs/scale-out.md)")
+    r.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run as a Ray Serve deployment behind Ray's HTTP proxy (on --host/--port); ADDRESS is "
+                        "an existing cluster (auto, HOST:PORT or ray://HOST:PORT), none starts a private one on "
+                        "127.0.0.1. KServe v2 gRPC with --grpc-port, through Ray Serve's gRPC proxy "
+                        "(tritonclient works unchanged)")
+    r.add_argument("--replicas", default="1", metavar="N|auto",
+                   help="replicas, each loading the models once; auto scales on ongoing requests")
+    r.add_argument("--max-replicas", type=int, default=None, metavar="M",
+                   help="with --replicas auto: the most replicas")
+    r.add_argument("--target-ongoing-requests", type=float, default=8.0, metavar="N",
+                   help="with --replicas auto: requests in flight per replica that Ray scales towards")
+    r.add_argument("--ray-models", choices=["auto", "object-store", "path"], default="auto",
+                   help="how model files reach other nodes: auto uses the same path when a node has the same "
+                        "files there, else a copy through Ray's object store")
     p.add_argument("--log-json", action="store_true", help="access log lines as JSON")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
     p.set_defaults(func=run)
@@ -93,13 +115,15 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
 def grpc_port(args: argparse.Namespace) -> int | None:
     if args.grpc_port is not None:
         return None if args.grpc_port < 0 else int(args.grpc_port)
-    return 8001 if args.repository or args.config else None
+    # On Ray, gRPC only when asked for: Ray's gRPC proxy listens on every interface, whatever --host says.
+    return 8001 if (args.repository or args.config) and args.ray is None else None
 
 
 def run(args: argparse.Namespace) -> int:
     from onnxkit.serve import server
 
     settings = settings_from(args)
+    scaling = check_ray_flags(args)
     tensor_serving = bool(args.repository or args.config)
     specs = args.models or ([] if tensor_serving else list(DEFAULT_MODELS))
     running = server.probe(settings.host, settings.port)
@@ -110,8 +134,18 @@ def run(args: argparse.Namespace) -> int:
     # Pull what is missing in the foreground, so progress shows and errors surface here.
     models = [server.resolve_spec(s) for s in specs]
     if args.detach:
-        return detach(settings, sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs])
+        argv = sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs]
+        if scaling is not None:  # wait for Ray's proxy where this machine reaches it
+            from dataclasses import replace
+
+            from onnxkit.serve.ray_cluster import probe_host
+
+            address = None if args.ray == "local" else args.ray
+            return detach(replace(settings, host=probe_host(settings.host, address)), argv)
+        return detach(settings, argv)
     server.write_pidfile(settings)
+    if scaling is not None:
+        return serve_on_ray(args, settings, models, scaling)
     what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
     grpc = f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
     url = f"http://{settings.host}:{settings.port}"
@@ -121,6 +155,49 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.pidfile(settings.port).unlink(missing_ok=True)
     return 0
+
+
+def serve_on_ray(args: argparse.Namespace, settings: ServerSettings, models: list[ModelSpec], scaling: Scaling) -> int:
+    from onnxkit.serve import server
+    from onnxkit.serve.ray_driver import serve_on_ray
+
+    try:
+        serve_on_ray(settings, models, scaling, address=None if args.ray == "local" else args.ray,
+                     transfer=args.ray_models, ready=lambda line: print(line, flush=True))
+    finally:
+        server.pidfile(settings.port).unlink(missing_ok=True)
+    return 0
+
+
+def check_ray_flags(args: argparse.Namespace) -> Scaling | None:
+    """The Ray flags, checked before any model is pulled; None without --ray (then none may be given)."""
+    if args.ray is None:
+        given = [flag for flag, value, default in (
+            ("--replicas", args.replicas, "1"), ("--max-replicas", args.max_replicas, None),
+            ("--target-ongoing-requests", args.target_ongoing_requests, 8.0), ("--ray-models", args.ray_models, "auto"),
+        ) if value != default]
+        if given:
+            raise OnnxkitError(f"{', '.join(given)} only apply with --ray")
+        return None
+    from onnxkit.serve.ray_cluster import check_address
+
+    check_address(args.ray)
+    return scaling_from(args)
+
+
+def scaling_from(args: argparse.Namespace) -> Scaling:
+    from onnxkit.serve.ray_serve import Scaling
+
+    if args.replicas == "auto":
+        if not args.max_replicas or args.max_replicas < 1:
+            raise OnnxkitError("--replicas auto needs --max-replicas M (M >= 1): the most replicas Ray may start")
+        return Scaling(replicas=None, max_replicas=args.max_replicas,
+                       target_ongoing_requests=args.target_ongoing_requests)
+    if not args.replicas.isdigit() or int(args.replicas) < 1:
+        raise OnnxkitError(f"--replicas {args.replicas!r}: expected a whole number >= 1 or 'auto'")
+    if args.max_replicas is not None:
+        raise OnnxkitError("--max-replicas goes with --replicas auto; a fixed --replicas N needs none")
+    return Scaling(replicas=int(args.replicas), max_replicas=int(args.replicas))
 
 
 def detach(settings: ServerSettings, argv: list[str]) -> int:

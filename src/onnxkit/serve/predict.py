@@ -5,10 +5,11 @@ you would POST it to the model's route (``/v1/embeddings``, ``/v1/chat/completio
 ``/v1/completions``, ``/v1/classify``, ``/v1/qa``, ``/v1/rerank`` for a line with ``query`` and
 ``documents``, or KServe v2 ``/v2/models/NAME/infer``), or a
 line of OpenAI's Batch API (``{"custom_id", "method", "url", "body"}``). A ``.txt`` file holds one
-text per line, for the text tasks. The app (``serve.app.create_app``) runs in this process without
-a socket; up to ``concurrency`` requests are in flight, so its dynamic batchers merge them exactly
-as they merge a server's clients. Output lines come in input order: the route's response body, or
-for Batch API lines ``{"id", "custom_id", "response": {"status_code", "body"}, "error"}``. A line
+text per line, for the text tasks (a ``.parquet`` file one per row of its ``text`` column). The app
+(``serve.app.create_app``) runs in this process without a socket; up to ``concurrency`` requests
+are in flight, so its dynamic batchers merge them exactly as they merge a server's clients. Output
+lines come in input order: the route's response body, or for Batch API lines
+``{"id", "custom_id", "response": {"status_code", "body"}, "error"}``. A line
 that fails, whatever the reason (not UTF-8, longer than the body limit, not JSON, NaN, not an
 object, a bad request, an error or exception in the app), is answered in place with the route's
 error body and the run goes on: one bad line never costs the others. Each answer is flushed as it
@@ -20,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import collections
+import contextlib
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -97,7 +100,7 @@ def text_body(kind: Task, text: str) -> dict[str, Any]:
         return {"messages": [{"role": "user", "content": text}]}
     if kind in (Task.EMBEDDINGS, Task.TEXT_CLASSIFICATION):
         return {"input": text}
-    raise InvalidRequest(f"a .txt input holds one text per line; a {kind} model needs JSONL request bodies")
+    raise InvalidRequest(f"a .txt or Parquet input holds bare texts; a {kind} model needs JSONL request bodies")
 
 
 def read_lines(
@@ -107,6 +110,11 @@ def read_lines(
 
     ``skip`` passes over that many requests (non-blank lines) without parsing them, for a resumed run.
     """
+    if path.suffix == ".parquet":
+        from onnxkit.serve.predict_parquet import parquet_texts  # pyarrow only for a Parquet input
+
+        yield from (text_line(n, text, spec, kind) for n, text in parquet_texts(path, skip=skip))
+        return
     is_text = path.suffix == ".txt"
     answered = 0
     with path.open("rb") as f:
@@ -124,13 +132,14 @@ def read_lines(
                 yield line
 
 
-def numbered_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, str | OnnxkitError]]:
-    """Each line of ``f`` (numbered from 1) decoded, without its ending; or why it cannot be read.
+def numbered_lines(f: BinaryIO, max_bytes: int, first: int = 1) -> Iterator[tuple[int, str | OnnxkitError]]:
+    """Each line of ``f`` (numbered from ``first``: ``f`` may start mid-file) decoded, without its ending;
+    or why it cannot be read.
 
     A line is read in at most ``max_bytes`` (the body limit) at a time, so one huge line costs no
     memory; it and a line that is not UTF-8 become errors answered in place, and reading goes on.
     """
-    number = 0
+    number = first - 1
     while raw := f.readline(max_bytes + 1):
         number += 1
         if len(raw) > max_bytes and not raw.endswith(b"\n"):
@@ -167,8 +176,7 @@ def parse_line(number: int, raw: str, spec: ModelSpec, kind: Task, *, is_text: b
     if not raw.strip():
         return None
     if is_text:
-        body = text_body(kind, raw)
-        return Line(number, route_for(kind, spec.name, body), {"model": spec.name, **body})
+        return text_line(number, raw, spec, kind)
     default = route_for(kind, spec.name, {})
     try:
         data = json.loads(raw)
@@ -185,6 +193,14 @@ def parse_line(number: int, raw: str, spec: ModelSpec, kind: Task, *, is_text: b
         return _batch_line(number, data, spec, kind)
     url = route_for(kind, spec.name, data)
     return Line(number, url, _named(url, spec.name, data))
+
+
+def text_line(number: int, text: str | None, spec: ModelSpec, kind: Task) -> Line:
+    """A bare text (a .txt line, a Parquet row's ``text``) as the request its model's route takes."""
+    if text is None:  # a Parquet null
+        return Line(number, route_for(kind, spec.name, {}), {}, problem=f"row {number} has no text (null)")
+    body = text_body(kind, text)
+    return Line(number, route_for(kind, spec.name, body), {"model": spec.name, **body})
 
 
 def _batch_line(number: int, data: dict[str, Any], spec: ModelSpec, kind: Task) -> Line:
@@ -270,7 +286,7 @@ def _answer(line: Line, r: httpx.Response) -> Answer:
         return Answer(max(r.status_code, 500), error_body(line.url, err))
 
 
-async def _window(
+async def answers(
     lines: Iterable[Line], client: httpx.AsyncClient, concurrency: int
 ) -> AsyncIterator[tuple[Line, Answer]]:
     """Answers in input order, with at most ``concurrency`` requests in flight."""
@@ -334,25 +350,32 @@ async def predict_async(
         raise InvalidRequest(f"input file {source} does not exist")
     lines = read_lines(source, spec, kind, skip=skip, max_line_bytes=settings.max_body_bytes)
     first = next(lines, None)  # an unreadable file fails before the model loads
-    app = create_app(settings, [spec])
     summary = Summary()
+    async with app_client(spec, settings) as client:
+        bar = tqdm(desc=f"predict {spec.name}", unit="req", initial=skip, disable=not progress)
+        stream = lines if first is None else itertools.chain([first], lines)
+        async for line, answer in answers(stream, client, max(1, concurrency)):
+            out.write(render(line, answer) + "\n")
+            out.flush()  # a line written is a line kept, whatever stops the run later
+            if answer.status < 400:
+                summary.ok += 1
+            else:
+                summary.failed += 1
+            bar.update(1)
+        bar.close()
+        await _read_stats(client, spec.name, summary)
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def app_client(spec: ModelSpec, settings: ServerSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app ``onnxkit serve`` runs, over one model, started in this event loop; a client without a socket."""
+    app = create_app(settings, [spec])
     async with app.router.lifespan_context(app):
         # raise_app_exceptions=False: an exception in a route is its 500 in the route's shape, not the run's end
         transport = httpx.ASGITransport(app=wrap(app, settings), raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://predict", timeout=None) as client:
-            bar = tqdm(desc=f"predict {spec.name}", unit="req", initial=skip, disable=not progress)
-            stream = lines if first is None else _chain(first, lines)
-            async for line, answer in _window(stream, client, max(1, concurrency)):
-                out.write(render(line, answer) + "\n")
-                out.flush()  # a line written is a line kept, whatever stops the run later
-                if answer.status < 400:
-                    summary.ok += 1
-                else:
-                    summary.failed += 1
-                bar.update(1)
-            bar.close()
-            await _read_stats(client, spec.name, summary)
-    return summary
+            yield client
 
 
 async def _read_stats(client: httpx.AsyncClient, name: str, summary: Summary) -> None:
@@ -362,11 +385,6 @@ async def _read_stats(client: httpx.AsyncClient, name: str, summary: Summary) ->
         summary.batched = sum(int(s["inference_stats"]["queue"]["count"]) for s in stats)
     except Exception:  # figures for the summary; every answer is written by now
         return
-
-
-def _chain(first: Line, rest: Iterator[Line]) -> Iterator[Line]:
-    yield first
-    yield from rest
 
 
 def predict(spec: ModelSpec, source: Path, out: IO[str], **options: Any) -> Summary:
