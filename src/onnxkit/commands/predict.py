@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING
@@ -59,8 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from onnxkit.serve import predict_partial
-    from onnxkit.serve.predict import predict
+    from onnxkit.serve.predict import Interrupted, predict
     from onnxkit.serve.server import resolve_spec
     from onnxkit.settings import ServerSettings
 
@@ -77,44 +78,72 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(threads=args.threads, max_batch_size=args.max_batch_size,
                               max_body_bytes=args.max_body_bytes, access_log=False)
 
+    stop = threading.Event()
+
     def answer(out: IO[str], skip: int = 0) -> Summary:
         if args.ray is None:
             return predict(spec, args.input, out, settings=settings, concurrency=args.concurrency,
-                           progress=not args.quiet, skip=skip)
+                           progress=not args.quiet, skip=skip, stop=stop)
         from onnxkit.serve.ray_predict import predict_on_ray
 
         return predict_on_ray(spec, args.input, out, address=None if args.ray == "local" else args.ray,
                               workers=args.workers, settings=settings, concurrency=args.concurrency,
-                              progress=not args.quiet, transfer=args.ray_models, skip=skip)
+                              progress=not args.quiet, transfer=args.ray_models, skip=skip, stop=stop)
 
-    if output is None:
-        summary = answer(sys.stdout)
-        print(f"predict {spec.name}: {summary.ok} ok, {summary.failed} failed", file=sys.stderr)
-        return 0 if summary.failed == 0 else 1
+    with _stopped_by_signals(stop):
+        if output is None:
+            try:
+                summary = answer(sys.stdout)
+            except (KeyboardInterrupt, Interrupted):
+                print(f"\npredict {spec.name}: interrupted", file=sys.stderr)
+                return 130
+            print(f"predict {spec.name}: {summary.ok} ok, {summary.failed} failed", file=sys.stderr)
+            return 0 if summary.failed == 0 else 1
+        return _to_file(spec.name, spec.path, output, args, answer)
 
-    out, resumed = predict_partial.open_partial(output, args.input, spec.name, spec.path, restart=args.restart)
+
+def _to_file(
+    name: str, model: Path, output: Path, args: argparse.Namespace, answer: Callable[[IO[str], int], Summary]
+) -> int:
+    from onnxkit.serve import predict_partial
+    from onnxkit.serve.predict import Interrupted
+
+    out, resumed = predict_partial.open_partial(output, args.input, name, model, restart=args.restart)
     partial = predict_partial.partial_path(output)
     if resumed.lines or resumed.dropped_bytes:
         torn = f"; a torn last line ({resumed.dropped_bytes} bytes) dropped" if resumed.dropped_bytes else ""
-        print(f"predict {spec.name}: resuming {partial}: {resumed.lines} answers kept{torn}", file=sys.stderr)
-    main = threading.current_thread() is threading.main_thread()  # only there can a signal be handled
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None  # SIGTERM stops it as Ctrl-C does
+        print(f"predict {name}: resuming {partial}: {resumed.lines} answers kept{torn}", file=sys.stderr)
     try:
         with out:
-            summary = answer(out, skip=resumed.lines)
-    except KeyboardInterrupt:
-        print(f"\npredict {spec.name}: interrupted; {resumed.lines + out.lines} answers are in {partial}: the "
+            summary = answer(out, resumed.lines)
+    except (KeyboardInterrupt, Interrupted):
+        print(f"\npredict {name}: interrupted; {resumed.lines + out.lines} answers are in {partial}: the "
               "same command goes on from there (--restart starts over)", file=sys.stderr)
         return 130
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
     predict_partial.finish(output)
     ok, failed = resumed.ok + summary.ok, resumed.failed + summary.failed
     kept = f" ({resumed.lines} resumed from {partial.name})" if resumed.lines else ""
-    print(f"predict {spec.name}: {ok} ok, {failed} failed{kept} -> {output}", file=sys.stderr)
+    print(f"predict {name}: {ok} ok, {failed} failed{kept} -> {output}", file=sys.stderr)
     return 0 if failed == 0 else 1
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set ``stop``, which the run reads after each line it writes; a second signal
+    stops at once. (A KeyboardInterrupt raised by the first signal could land inside a library's
+    callback, where Python ignores it, and the run would go on.)"""
+    if threading.current_thread() is not threading.main_thread():  # only there can a signal be handled
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

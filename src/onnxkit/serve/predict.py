@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ class Line:
 class Answer:
     status: int
     body: Any
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM); every answer written before is flushed."""
 
 
 @dataclass
@@ -340,8 +345,10 @@ async def predict_async(
     concurrency: int = 64,
     progress: bool = True,
     skip: int = 0,
+    stop: threading.Event | None = None,
 ) -> Summary:
-    """Answers ``source``'s requests into ``out``, one flushed line each; ``skip``: requests already answered."""
+    """Answers ``source``'s requests into ``out``, one flushed line each; ``skip``: requests already answered;
+    ``stop`` set (by a signal handler): ``Interrupted`` after the line being written, a safe point."""
     from tqdm import tqdm
 
     kind = model_kind(spec.path)
@@ -362,6 +369,8 @@ async def predict_async(
             else:
                 summary.failed += 1
             bar.update(1)
+            if stop is not None and stop.is_set():
+                raise Interrupted
         bar.close()
         await _read_stats(client, spec.name, summary)
     return summary

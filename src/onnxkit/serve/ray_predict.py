@@ -24,6 +24,7 @@ from onnxkit.errors import InvalidRequest
 from onnxkit.models.folder import model_kind
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.predict import (
+    Interrupted,
     Line,
     Summary,
     answers,
@@ -92,6 +93,7 @@ def predict_on_ray(
     progress: bool = True,
     transfer: str = "auto",
     skip: int = 0,
+    stop: threading.Event | None = None,
 ) -> Summary:
     """Answers ``source``'s requests into ``out`` as ``predict`` does; ``skip``: requests already answered."""
     from tqdm import tqdm
@@ -137,5 +139,7 @@ def predict_on_ray(
                 else:
                     summary.failed += 1
             bar.update(batch.num_rows)
+            if stop is not None and stop.is_set():
+                raise Interrupted
         bar.close()
     return summary
