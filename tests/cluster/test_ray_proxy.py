@@ -32,6 +32,12 @@ async def raises(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("the replica's actor died")
 
 
+async def starts_then_raises(scope: Scope, receive: Receive, send: Send) -> None:
+    # seen on the cluster: the proxy began its own plain 500 for a killed replica, then raised
+    await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+    raise RuntimeError("the replica's actor died")
+
+
 async def full_queue(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 429, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"Request dropped due to backpressure"})
@@ -61,7 +67,7 @@ def call(app: Any, path: str) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("app", [gives_up, raises])
+@pytest.mark.parametrize("app", [gives_up, raises, starts_then_raises])
 def test_a_lost_replica_is_a_503_in_the_protocols_shape(app: Any, path: str) -> None:
     status, body = call(app, path)
     assert status == 503

@@ -43,6 +43,17 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _accepts(host: str, port: int | None) -> bool:
+    """Whether ``host:port`` takes a connection (None: no port to wait for)."""
+    if port is None:
+        return True
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def serve_on_ray(
     settings: ServerSettings,
     models: Sequence[ModelSpec],
@@ -116,7 +127,8 @@ def _deploy(app: Any, settings: ServerSettings, address: str | None, timeout: fl
         if running_since is None and not runner.is_alive():
             running_since = time.monotonic()
         info = probe(host, settings.port) if running_since is not None else None
-        if info and info.get("status") == "ok":
+        # ready once HTTP answers and Serve's gRPC proxy, when asked for, listens (it starts later)
+        if info and info.get("status") == "ok" and _accepts(host, settings.grpc_port):
             return
         if info and info.get("status") == "unavailable":
             reasons = "; ".join(f"{k}: {v}" for k, v in info.get("unavailable", {}).items())

@@ -67,14 +67,16 @@ class ProxyErrors:
                     status = int(held["status"])
                     reason = text.decode(errors="replace").strip() or HTTPStatus(status).phrase
                     await send_error(scope, send, _error(status, reason))
+                    held = None  # answered
                 return
             await send(message)
 
         try:
             await self.app(scope, receive, reshape)
         except Exception:
-            if started:
-                raise
+            if started and held is None:
+                raise  # the replica's own answer had begun: nothing here can mend it
+            started = False  # the proxy's own error, held back, never finished: answered below
         if not started:
-            # The proxy gave up on the request without any response: the replica died under it.
+            # The proxy gave up on the request without a response of the replica's: the replica died under it.
             await send_error(scope, send, ModelUnavailable(LOST))
