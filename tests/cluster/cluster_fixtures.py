@@ -46,14 +46,12 @@ class RayCluster:
     serve_port: int  # Ray Serve's HTTP proxy port on this cluster: Serve keeps the first one it is given
     logs: Path
 
-    def delete_serve_applications(self) -> None:
-        """Delete every Serve application on the cluster: one whose launcher died without tearing it down
-        would keep both CPUs, and every later test would wait for them until its timeout."""
-        code = (
-            "import ray\nfrom ray import serve\n"
-            f"ray.init(address={self.address!r}, log_to_driver=False)\n"
-            "for name in serve.status().applications:\n    serve.delete(name)\n"
-        )
+    def shutdown_serve(self) -> None:
+        """Shut Ray Serve down on the cluster, whatever started it. A Serve left running keeps the options it
+        was started with (no gRPC proxy, no onnxkit error shapes in its proxy) for the next ``serve --ray``,
+        and an application left on it keeps both CPUs, so every later test would wait out its timeout."""
+        code = (f"import ray\nfrom ray import serve\nray.init(address={self.address!r}, log_to_driver=False)\n"
+                "serve.shutdown()\n")
         subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, timeout=120, check=False)
 
     def onnxkit(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:

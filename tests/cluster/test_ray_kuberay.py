@@ -80,5 +80,5 @@ def test_the_rayservice_serve_config_serves_onnxkit(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-        # serve run deletes its application only when its Ctrl-C handler runs to the end: make sure
-        ray_cluster.delete_serve_applications()
+        # serve run shuts Serve down only when its Ctrl-C handler runs to the end: make sure
+        ray_cluster.shutdown_serve()

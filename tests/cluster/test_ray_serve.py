@@ -60,6 +60,7 @@ def deployment(ray_cluster: RayCluster, tiny_chat_model: Path, tiny_embed_model:
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     repo = mlp_repository(tmp_path_factory.mktemp("ray-repo"))
     port, grpc_port = ray_cluster.serve_port, free_port()
+    ray_cluster.shutdown_serve()  # a Serve an earlier test left would keep its own options (no gRPC proxy)
     started = ray_cluster.onnxkit(
         "serve", str(tiny_chat_model), str(tiny_embed_model), "--repository", str(repo),
         "--ray", ray_cluster.address, "--replicas", "2", "--ray-models", "object-store",
