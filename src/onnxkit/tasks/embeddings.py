@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from onnxkit.errors import InvalidRequest, PayloadTooLarge, SupplyError
 from onnxkit.export.card import read_card
@@ -31,7 +30,7 @@ from onnxkit.runtime.batching import Batcher
 from onnxkit.runtime.metrics import Recorder
 from onnxkit.runtime.ort import OrtSession
 from onnxkit.settings import ServerSettings
-from onnxkit.tasks.text_batch import pad, run_sorted
+from onnxkit.tasks.text_batch import load_tokenizer, pad, run_sorted, text_batcher
 from onnxkit.types import FloatArray
 
 Ids = list[int]
@@ -82,11 +81,7 @@ class Embedder:
         self.session = session
         self._recorder = recorder
         card = read_card(path)
-        tok_file = path / "tokenizer.json"
-        if not tok_file.is_file():
-            raise SupplyError(f"embedding model {name!r} has no tokenizer.json in {path}")
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.tokenizer.no_padding()
+        self.tokenizer = load_tokenizer(path, f"embedding model {name!r}")
         self.tokenizer.no_truncation()
         self.max_length = int(card.get("max_length") or _config_int(path, "max_position_embeddings") or 512)
         self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
@@ -111,17 +106,7 @@ class Embedder:
         self.vocab_size = int(
             card.get("vocab_size") or _config_int(path, "vocab_size") or self.tokenizer.get_vocab_size(True)
         )
-        self.batcher: Batcher[_Job, Embedded] = Batcher(
-            self._embed_batch,
-            name=name,
-            # merge up to 16 chunks so that sorting by length has something to sort
-            max_batch_cost=settings.max_batch_size * 16,
-            max_delay_ms=settings.max_batch_delay_ms,
-            max_queue=settings.max_queue,
-            cost=len,
-            settle=True,
-            on_batch=recorder.on_batch,
-        )
+        self.batcher: Batcher[_Job, Embedded] = text_batcher(self._embed_batch, len, name, settings, recorder)
         dim = out.shape[-1]
         self.dimensions = dim if isinstance(dim, int) else None
 

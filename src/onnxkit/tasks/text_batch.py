@@ -8,15 +8,51 @@ sequences where the padding a longer neighbour would add costs more than one mor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from tokenizers import Tokenizer
 
+from onnxkit.errors import SupplyError
+from onnxkit.runtime.batching import Batcher
+from onnxkit.runtime.metrics import Recorder
+from onnxkit.settings import ServerSettings
 from onnxkit.types import IntArray
 
 X = TypeVar("X")
 Y = TypeVar("Y")
 R = TypeVar("R")
+
+
+def load_tokenizer(path: Path, what: str) -> Tokenizer:
+    """The folder's tokenizer.json, padding off (each chunk is padded to its own longest sequence)."""
+    tok_file = path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise SupplyError(f"{what} has no tokenizer.json in {path}")
+    tokenizer = Tokenizer.from_file(str(tok_file))
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def text_batcher(
+    run: Callable[[list[X]], Sequence[Y | BaseException]],
+    cost: Callable[[X], int],
+    name: str,
+    settings: ServerSettings,
+    recorder: Recorder,
+) -> Batcher[X, Y]:
+    """A text model's batcher: up to 16 chunks merged, so that sorting by length has something to sort."""
+    return Batcher(
+        run,
+        name=name,
+        max_batch_cost=max(1, settings.max_batch_size) * 16,
+        max_delay_ms=settings.max_batch_delay_ms,
+        max_queue=settings.max_queue,
+        cost=cost,
+        settle=True,
+        on_batch=recorder.on_batch,
+    )
 
 
 def pad(

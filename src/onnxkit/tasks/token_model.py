@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding
 
-from onnxkit.errors import InvalidRequest, PayloadTooLarge, SupplyError
+from onnxkit.errors import InvalidRequest, PayloadTooLarge
 from onnxkit.export.card import read_card
 from onnxkit.runtime.batching import Batcher
 from onnxkit.runtime.metrics import Recorder
 from onnxkit.runtime.ort import OrtSession
 from onnxkit.settings import ServerSettings
-from onnxkit.tasks.text_batch import pad, run_sorted
+from onnxkit.tasks.text_batch import load_tokenizer, pad, run_sorted, text_batcher
 from onnxkit.types import Array, FloatArray
 
 Pair = tuple[str, str | None]
@@ -65,11 +65,7 @@ class TokenModel:
         self._recorder = recorder
         self.card = read_card(path)
         self.task = str(self.card.get("task", self.task))
-        tok_file = path / "tokenizer.json"
-        if not tok_file.is_file():
-            raise SupplyError(f"{self.task} model {name!r} has no tokenizer.json in {path}")
-        self.tokenizer = Tokenizer.from_file(str(tok_file))
-        self.tokenizer.no_padding()
+        self.tokenizer = load_tokenizer(path, f"{self.task} model {name!r}")
         self.max_length = int(self.card.get("max_length") or 512)
         self.tokenizer.enable_truncation(self.max_length, strategy=self.truncation, stride=self.doc_stride())
         self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
@@ -83,16 +79,7 @@ class TokenModel:
         }
         self.chunk = max(1, settings.max_batch_size)
         self.limits = settings.limits
-        self.text_batcher: Batcher[list[Encoding], Ran] = Batcher(
-            self._run_texts,
-            name=name,
-            max_batch_cost=self.chunk * 16,
-            max_delay_ms=settings.max_batch_delay_ms,
-            max_queue=settings.max_queue,
-            cost=len,
-            settle=True,
-            on_batch=recorder.on_batch,
-        )
+        self.text_batcher: Batcher[list[Encoding], Ran] = text_batcher(self._run_texts, len, name, settings, recorder)
 
     async def start(self) -> None:
         self.text_batcher.start()
