@@ -35,6 +35,43 @@ class _Pending(Generic[T, R]):
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+class Placement:
+    """Where the next run goes: on the event loop while recent runs took under ``inline_below_s``,
+    otherwise in a worker thread (whose hop costs ~60 us, more than a tiny model's whole run).
+
+    Runs are timed where they run. A run in a thread still looks slower than it is: returning from
+    onnxruntime waits for the GIL, which the event loop holds for up to Python's 5 ms switch
+    interval. So while threaded runs stay under ``PROBE_BELOW_S``, every ``PROBE_EVERY``-th run goes
+    inline to measure again; otherwise a small model, once in threads, would stay there.
+    """
+
+    PROBE_BELOW_S = 0.004
+    PROBE_EVERY = 16
+
+    def __init__(self, inline_below_s: float) -> None:
+        self.inline_below = inline_below_s
+        self._recent: float | None = None  # moving average of recent runs' seconds
+        self._threaded = 0  # runs in threads since the last inline one
+
+    def inline(self) -> bool:
+        recent = self._recent
+        if recent is None or self.inline_below <= 0:
+            return False
+        if recent < self.inline_below:
+            return True
+        return recent < self.PROBE_BELOW_S and self._threaded >= self.PROBE_EVERY
+
+    def record(self, seconds: float, inline: bool) -> None:
+        if inline:
+            self._threaded = 0
+            # an inline run measures the true cost: it replaces what threaded runs suggested
+            self._recent = seconds if self._recent is None or self._recent >= self.inline_below else (
+                0.8 * self._recent + 0.2 * seconds)
+        else:
+            self._threaded += 1
+            self._recent = seconds if self._recent is None else 0.8 * self._recent + 0.2 * seconds
+
+
 @dataclass(frozen=True)
 class BatchStats:
     size: int  # requests in the batch
@@ -71,10 +108,8 @@ class Batcher(Generic[T, R]):
         self._settle = settle
         self._last_arrival = 0.0
         self._free_since = 0.0
-        # Batches that recently took less than this run on the event loop: a worker-thread hop
-        # costs ~60 us, more than a tiny model's whole run. 0 keeps every batch in a thread.
-        self.inline_below = inline_below_ms / 1000.0
-        self._recent_compute: float | None = None
+        # Batches that recently took less than this run on the event loop. 0 keeps every batch in a thread.
+        self.placement = Placement(inline_below_ms / 1000.0)
         self._queue: collections.deque[_Pending[T, R]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -160,12 +195,10 @@ class Batcher(Generic[T, R]):
     async def _run(self, batch: list[_Pending[T, R]]) -> None:
         started = time.perf_counter()
         items = [p.item for p in batch]
-        recent = self._recent_compute
-        inline = recent is not None and recent < self.inline_below
-        run = self._apart_on_failure
-        results = run(items) if inline else await asyncio.to_thread(run, items)
-        compute = time.perf_counter() - started
-        self._recent_compute = compute if recent is None else 0.8 * recent + 0.2 * compute
+        inline = self.placement.inline()
+        run = self._timed_apart_on_failure
+        results, compute = run(items) if inline else await asyncio.to_thread(run, items)
+        self.placement.record(compute, inline)
         for p, r in zip(batch, results, strict=True):
             if p.future.done():
                 continue
@@ -182,6 +215,12 @@ class Batcher(Generic[T, R]):
                     compute_seconds=compute,
                 )
             )
+
+    def _timed_apart_on_failure(self, items: list[T]) -> tuple[Sequence[R | BaseException], float]:
+        # Timed where it runs, not around the worker-thread hop (see Placement).
+        t0 = time.perf_counter()
+        results = self._apart_on_failure(items)
+        return results, time.perf_counter() - t0
 
     def _apart_on_failure(self, items: list[T]) -> Sequence[R | BaseException]:
         """The batch's results; if the merged run fails, each item run alone (its own result or error)."""

@@ -19,6 +19,8 @@ from onnxkit.settings import Limits
 from onnxkit.types import DATATYPES, Array
 
 _NAMES: dict[np.dtype[Any], str] = {v: k for k, v in DATATYPES.items()}
+# The wire's byte order for each datatype, made once (newbyteorder builds a dtype per call).
+_LITTLE: dict[np.dtype[Any], np.dtype[Any]] = {v: v.newbyteorder("<") for v in DATATYPES.values()}
 
 
 def datatype_of(dtype: np.dtype[Any]) -> str:
@@ -136,7 +138,8 @@ def from_bytes(name: str, datatype: Any, shape: Any, raw: bytes | memoryview, li
             f"input {name!r} has shape {list(dims)} of {datatype}, which is "
             f"{expected * dtype.itemsize} bytes; {len(raw)} bytes arrived"
         )
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(dims)
+    wire = _LITTLE.get(dtype) or dtype.newbyteorder("<")
+    return np.frombuffer(raw, dtype=wire).astype(dtype, copy=False).reshape(dims)
 
 
 def split_bytes(raw: bytes | memoryview, *, tensor: str, expected: int | None = None) -> list[bytes]:

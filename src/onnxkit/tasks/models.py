@@ -77,15 +77,23 @@ class Model:
     def ready_versions(self) -> list[Version]:
         return sorted((v for v in self.versions.values() if v.ready), key=lambda v: version_order(v.version))
 
+    def latest(self) -> Version | None:
+        """The newest READY version (what a request without a version gets); no sort, it runs per request."""
+        best: Version | None = None
+        for v in self.versions.values():
+            if v.ready and (best is None or version_order(v.version) > version_order(best.version)):
+                best = v
+        return best
+
     @property
     def ready(self) -> bool:
-        return bool(self.ready_versions())
+        return any(v.ready for v in self.versions.values())
 
     @property
     def task(self) -> Task | None:
         """What the latest ready version serves (None while no version is ready)."""
-        live = self.ready_versions()
-        return live[-1].live().task if live else None
+        latest = self.latest()
+        return latest.live().task if latest else None
 
 
 def version_order(version: str) -> tuple[int, str]:
@@ -131,11 +139,11 @@ class Models:
                     f"model {name!r} version {version} is {found.state.value}: {found.reason or 'not ready'}"
                 )
             return found
-        live = model.ready_versions()
-        if not live:
+        latest = model.latest()
+        if latest is None:
             reasons = "; ".join(f"v{v.version}: {v.reason}" for v in model.versions.values() if v.reason)
             raise ModelUnavailable(f"model {name!r} is not ready" + (f" ({reasons})" if reasons else ""))
-        return live[-1]
+        return latest
 
     def handle(self, name: str, version: str | None = None) -> ModelVersion:
         return self.get(name, version).live()

@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.models.config import ModelConfig
-from onnxkit.runtime.batching import Batcher, BatchStats
+from onnxkit.runtime.batching import Batcher, BatchStats, Placement
 from onnxkit.runtime.metrics import Recorder
 from onnxkit.runtime.ort import Dim, OrtSession
 from onnxkit.runtime.tensors import datatype_of
@@ -62,7 +62,7 @@ class TensorModel:
         self.max_elements = settings.limits.max_tensor_elements
         self._recorder = recorder
         self._out_public = {g: p for p, g in self.signature.output_source.items()}
-        self._recent_compute: float | None = None  # unbatched runs, as in Batcher
+        self._placement = Placement(INLINE_BELOW_MS / 1000)  # unbatched runs, as in Batcher
         # Phases of the last tensor batch (input, infer, output seconds): set by _run_batch, read by its
         # Batcher's on_batch right after, before the next batch starts (one batch in flight).
         self._phases: tuple[float, float, float] | None = None
@@ -118,16 +118,17 @@ class TensorModel:
             self._recorder.request(ok, time.perf_counter() - started)
 
     async def _run_one(self, item: _Item) -> dict[str, Array]:
-        t0 = time.perf_counter()
-        recent = self._recent_compute
-        if recent is not None and recent < INLINE_BELOW_MS / 1000:
-            raw = self.session.run(item.feeds, item.outputs)
-        else:
-            raw = await asyncio.to_thread(self.session.run, item.feeds, item.outputs)
-        took = time.perf_counter() - t0
-        self._recent_compute = took if recent is None else 0.8 * recent + 0.2 * took
+        inline = self._placement.inline()
+        raw, took = self._timed_run(item) if inline else await asyncio.to_thread(self._timed_run, item)
+        self._placement.record(took, inline)
         self._recorder.batch(1, [0.0], took, rows=item.rows)
         return raw
+
+    def _timed_run(self, item: _Item) -> tuple[dict[str, Array], float]:
+        # Timed where it runs, not around the thread hop (see Placement).
+        t0 = time.perf_counter()
+        raw = self.session.run(item.feeds, item.outputs)
+        return raw, time.perf_counter() - t0
 
     def _on_batch(self, batch: BatchStats) -> None:
         phases, self._phases = self._phases, None
