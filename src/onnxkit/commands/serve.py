@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
     server.write_pidfile(settings)
     if scaling is not None:
         return serve_on_ray(args, settings, models, scaling)
+    from onnxkit.runtime.memory import tune_malloc
+
+    tune_malloc()  # before the server starts its threads: their arenas are capped too
     what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
     grpc = f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
     url = f"http://{settings.host}:{settings.port}"
