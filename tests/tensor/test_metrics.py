@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -97,3 +102,44 @@ def test_access_log_one_line_per_request(
     else:
         assert '"POST /v2/models/mlp/infer?trace=1 HTTP/1.1" 200' in lines()[0]
         assert '"GET /v2/models/nope HTTP/1.1" 404' in lines()[1]
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_onnxkit_serve_writes_its_access_lines_to_stderr(
+    make_repository: RepoFactory, tmp_path: Path, json_lines: bool
+) -> None:
+    # The CLI's own path: no logging configured, lines written to stderr once per event-loop turn.
+    repo = make_repository(mlp=[1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "onnxkit", "serve", "--repository", str(repo), "--port", str(port),
+           "--grpc-port", "-1", *(["--log-json"] if json_lines else [])]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "ONNXKIT_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ready(url), timeout=60, what="onnxkit serve to answer /health")
+        with httpx.Client() as client:
+            for _ in range(3):
+                assert client.post(url + "/v2/models/mlp/infer", json=BODY).status_code == 200
+            assert client.get(url + "/v2/models/nope").status_code == 404
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if "/v2/models/" in line]
+    if json_lines:
+        records = [json.loads(line) for line in lines]
+        assert [(r["method"], r["path"], r["status"]) for r in records] == [
+            *[("POST", "/v2/models/mlp/infer", 200)] * 3, ("GET", "/v2/models/nope", 404)]
+    else:
+        assert len(lines) == 4, err
+        assert all('"POST /v2/models/mlp/infer HTTP/1.1" 200' in line for line in lines[:3])
+        assert '"GET /v2/models/nope HTTP/1.1" 404' in lines[3]
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

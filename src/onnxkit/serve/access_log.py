@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -13,20 +14,57 @@ from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("onnxkit.access")
 
 
+class _OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler onnxkit adds when nobody configured the access logger."""
+
+
 def _default_sink() -> Callable[[str], None]:
     # The CLI configures no logging; make sure the lines reach stderr anyway.
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _OwnHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)
-    return _emit
+    return _Lines()
+
+
+class _Lines:
+    """One server's access lines (one per event loop: servers in threads of one process each have theirs).
+
+    While onnxkit's own stderr handler is the logger's only consumer, lines are written straight to
+    its stream, once per event-loop turn: a log record per request cost ~18 us, a quarter of the
+    server's own work on a small KServe request. With any other handler, a filter, or propagation
+    to a configured root logger, each line is a log record as usual.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        handlers = log.handlers
+        if (len(handlers) == 1 and isinstance(handlers[0], _OwnHandler) and not handlers[0].filters
+                and not log.filters and not (log.propagate and logging.root.handlers)):  # fmt: skip
+            if not log.isEnabledFor(logging.INFO):
+                return
+            if not self.pending:
+                asyncio.get_running_loop().call_soon(self.flush, handlers[0])
+            self.pending.append(line)
+            return
+        _emit(line)
+
+    def flush(self, handler: _OwnHandler) -> None:
+        lines, self.pending = self.pending, []
+        try:
+            handler.stream.write("\n".join(lines) + "\n")
+            handler.stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: an access line is not worth a failure
+            pass
 
 
 def _emit(line: str) -> None:
-    """``log.info(line)`` without ``Logger.findCaller``'s stack walk (a third of its cost per request):
-    the caller of an access line is always this module. Handlers, filters and levels apply as usual."""
+    """``log.info(line)`` without ``Logger.findCaller``'s stack walk: the caller of an access line is
+    always this module. Handlers, filters and levels apply as usual."""
     if log.isEnabledFor(logging.INFO):
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None, "AccessLog"))
 
