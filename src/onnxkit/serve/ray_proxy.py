@@ -25,7 +25,10 @@ LOST = ("the replica serving this request stopped before it answered (Ray Serve 
 def middlewares() -> list[Any]:
     from starlette.middleware import Middleware
 
-    return [Middleware(ProxyErrors)]
+    from onnxkit.serve.ray_front import Front
+
+    # ProxyErrors outermost: the requests Front leaves to Ray's own path get its shapes too.
+    return [Middleware(ProxyErrors), Middleware(Front)]
 
 
 def _error(status: int, message: str) -> OnnxkitError:
