@@ -197,3 +197,29 @@ def test_a_killed_replica_fails_its_requests_with_503_and_is_replaced(deployment
         pytest.fail(f"the killed replica was not replaced within 120 s: {health.json()}")
     r = httpx.post(deployment.url + "/v1/embeddings", json={"model": "tiny-embed", "input": "after"}, timeout=30)
     assert r.status_code == 200
+
+
+def test_requests_reach_the_replica_in_one_handle_call_and_rays_own_path_remains(deployment: Deployment) -> None:
+    # ray_front: the proxy learns within seconds that onnxkit is the cluster's only application, and from
+    # then on sends each request with a body of known length to a replica in one handle call.
+    deadline = time.monotonic() + 20
+    while (health := httpx.get(deployment.url + "/health", timeout=10).json())["ray_path"] != "handle":
+        assert time.monotonic() < deadline, f"requests still take Ray Serve's own HTTP path: {health}"
+        time.sleep(0.5)
+    x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    want = np.maximum(np.array([[1, 2, 3, 4.0]]) @ W, 0)
+    short = httpx.post(deployment.url + "/v2/models/mlp/infer", json=x, headers={"x-request-id": "req-7"}, timeout=30)
+    assert short.status_code == 200 and short.headers["x-request-id"] == "req-7"  # as Ray's own path keeps it
+    assert httpx.post(deployment.url + "/v2/models/mlp/infer", json=x, timeout=30).headers["x-request-id"]
+    # a chunked body (no length to bound it) streams through Ray's own path, to the same answer
+    chunked = httpx.post(deployment.url + "/v2/models/mlp/infer", content=iter([json.dumps(x).encode()]),
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert chunked.status_code == 200 and "chunked" in chunked.request.headers.get("transfer-encoding", "")
+    for r in (short, chunked):
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], want.ravel(), rtol=1e-6)
+    # a streamed answer (server-sent events) comes back piece by piece through the handle call
+    client = openai.OpenAI(base_url=deployment.url + "/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}],
+                                            max_tokens=6, temperature=0, stream=True)
+    chunks = list(stream)
+    assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason in ("length", "stop")

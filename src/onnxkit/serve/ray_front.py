@@ -19,22 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from onnxkit.errors import InternalError, ModelUnavailable, Overloaded
+from onnxkit.errors import InternalError, ModelUnavailable, OnnxkitError, Overloaded
 from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
 
 APP_NAME = "onnxkit"
 DEPLOYMENT = "onnxkit"
 METHOD = "asgi_call"
+# In the scope of a request that came this way (``/health`` says which way it came).
+VIA = "onnxkit.ray_handle"
 # Bodies up to this size are read by the proxy and travel with the call; bigger ones stream on Ray's path.
 MAX_FORWARDED_BODY = 8 << 20
 # Scope keys the app reads; the rest (uvicorn's state, extensions) stays in the proxy.
 SCOPE_KEYS = ("type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path",
               "raw_path", "query_string", "headers")
+log = logging.getLogger("onnxkit.ray")
 ROUTES_TTL_S = 2.0  # how long the proxy trusts what it last learnt of the applications on the cluster
 LOST = ("the replica serving this request stopped before it answered (Ray Serve is replacing it); "
         "retry the request")
@@ -68,6 +73,11 @@ async def answer(app: ASGIApp, scope: Scope, body: bytes) -> AsyncIterator[list[
 
     task = asyncio.get_running_loop().create_task(run())
     try:
+        # An empty first batch tells the proxy's router at once that this replica took the request
+        # (gRPC holds the "accepted" metadata back until a message goes out). Without it, a replica
+        # dying mid-request looks to the router like one that never took it, and the router sends
+        # the request again, to another replica: a second run of work that may not be repeatable.
+        yield []
         while True:
             batch = [await queue.get()]
             while not queue.empty():
@@ -155,21 +165,35 @@ class Front:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        await forward(handle, {k: scope[k] for k in SCOPE_KEYS if k in scope}, b"".join(chunks), receive, send)
+        forwarded = {k: scope[k] for k in SCOPE_KEYS if k in scope}
+        # As Ray's own path does: the client's X-Request-ID, or a new one, on the request and the response.
+        headers = list(forwarded.get("headers") or [])
+        request_id = next((v for k, v in headers if k == b"x-request-id"), None)
+        if request_id is None:
+            request_id = str(uuid.uuid4()).encode()
+            headers.append((b"x-request-id", request_id))
+        forwarded["headers"] = headers
+        forwarded["extensions"] = {VIA: {}}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        await forward(handle, forwarded, b"".join(chunks), receive, send_with_id)
 
 
 async def forward(handle: Any, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
     """One handle call: the replica's messages to the client; Ray's failures in the protocol's shape."""
-    from ray.exceptions import RayActorError, TaskCancelledError
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
     response = handle.remote(scope, body)
-    finished = False
+    finished = gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
         if not finished:
+            gone = True
             response.cancel()  # the client left: the replica's task for it is cancelled
 
     watcher = asyncio.get_running_loop().create_task(watch())
@@ -182,23 +206,29 @@ async def forward(handle: Any, scope: Scope, body: bytes, receive: Receive, send
                 elif message["type"] == "http.response.body" and not message.get("more_body", False):
                     finished = True
                 await send(message)
-    except TaskCancelledError:
-        return  # cancelled because the client left: nobody to answer
-    except BackPressureError as exc:
-        if started:
-            raise
-        await send_error(scope, send, Overloaded(f"onnxkit's replicas and queue are full ({exc}); retry later"))
-    except (RayActorError, DeploymentUnavailableError) as exc:
+    except BaseException as exc:  # as Ray's own proxy: a lost replica can surface as a cancellation
+        task = asyncio.current_task()
+        if gone or (task is not None and task.cancelling()):
+            raise  # the client left, or the proxy stops: nobody to answer
         if started:
             raise  # the answer had begun: nothing here can mend it, the client sees the cut
-        await send_error(scope, send, ModelUnavailable(f"{LOST} ({type(exc).__name__})"))
-    except Exception as exc:
-        if started:
-            raise
-        await send_error(scope, send, InternalError(f"Ray Serve failed the request: {type(exc).__name__}: {exc}"))
+        log.warning("onnxkit request %s %s failed in Ray Serve: %s: %s", scope.get("method"), scope.get("path"),
+                    type(exc).__name__, exc)
+        await send_error(scope, send, _error(exc))
     finally:
         finished = True
         watcher.cancel()
+
+
+def _error(exc: BaseException) -> OnnxkitError:
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(exc, BackPressureError):
+        return Overloaded(f"onnxkit's replicas and their queue are full ({exc}); retry later")
+    if isinstance(exc, (RayActorError, DeploymentUnavailableError, asyncio.CancelledError)):
+        return ModelUnavailable(f"{LOST} ({type(exc).__name__})")
+    return InternalError(f"Ray Serve failed the request: {type(exc).__name__}: {exc}")
 
 
 def _only_application() -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send
-from onnxkit.serve.ray_front import APP_NAME, DEPLOYMENT, answer
+from onnxkit.serve.ray_front import APP_NAME, DEPLOYMENT, VIA, answer
 from onnxkit.serve.ray_grpc import KServeGrpc
 from onnxkit.serve.ray_shipping import Shipment, land, ship
 from onnxkit.settings import ServerSettings, default_home
@@ -112,7 +112,8 @@ class ClusterHealth:
         every = app_status == "RUNNING" and bool(replicas) and set(replicas) == {"RUNNING"}
         if status == 200 and not every:
             status, body["status"] = 503, "loading"
-        body.update(replica_pid=os.getpid(), replicas=replicas, ray_application=app_status)
+        body.update(replica_pid=os.getpid(), replicas=replicas, ray_application=app_status,
+                    ray_path="handle" if VIA in (scope.get("extensions") or {}) else "serve-http")
         if self.driver_pid is not None:
             body["pid"] = self.driver_pid
         raw = json.dumps(body).encode()
