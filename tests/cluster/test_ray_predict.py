@@ -18,7 +18,7 @@ from cluster_fixtures import RayCluster
 
 from onnxkit.errors import OnnxkitError
 from onnxkit.serve.predict import numbered_lines
-from onnxkit.serve.predict_partial import open_partial
+from onnxkit.serve.predict_partial import open_partial, partial_path
 from onnxkit.serve.ray_input import LinesDatasource
 from onnxkit.serve.ray_predict import wait_for_cpus
 
@@ -173,7 +173,9 @@ def test_a_cluster_without_the_free_cpus_fails_at_once_and_writes_no_output(
         assert "needs 2 worker(s) x 1 CPU = 2 CPUs, but the cluster has 1 of its 2 CPUs free" in done.stderr
         assert "--workers" in done.stderr and "add a node" in done.stderr
         assert time.monotonic() - started < 60  # not Ray Data's endless wait
-        assert not output.exists()  # nothing half-written: the run can be started again as is
+        # nothing half-written: no output, and an empty partial that the same command resumes, as after
+        # any failure of predict
+        assert not output.exists() and partial_path(output).read_bytes() == b""
     finally:
         assert holder.stdin is not None
         holder.stdin.close()

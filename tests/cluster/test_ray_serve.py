@@ -30,6 +30,7 @@ from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.server import Server
 
 W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+WIDE = 300_000
 
 
 def mlp_repository(root: Path) -> Path:
@@ -44,6 +45,18 @@ def mlp_repository(root: Path) -> Path:
     (root / "mlp" / "1").mkdir(parents=True)
     onnx.save(model, str(root / "mlp" / "1" / "model.onnx"))
     (root / "mlp" / "config.yaml").write_text("max_batch_size: 0\n")  # any number of rows per request
+    # "wide": x tiled WIDE times, an answer larger than one of Ray's gRPC messages (4 MiB) from a small request
+    tile = helper.make_graph(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"])], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4 * WIDE])],
+        [numpy_helper.from_array(np.array([1, WIDE], dtype=np.int64), "repeats")],
+    )
+    wide = helper.make_model(tile, opset_imports=[helper.make_opsetid("", 17)])
+    wide.ir_version = 9
+    (root / "wide" / "1").mkdir(parents=True)
+    onnx.save(wide, str(root / "wide" / "1" / "model.onnx"))
+    (root / "wide" / "config.yaml").write_text("max_batch_size: 0\n")
     return root
 
 
@@ -223,3 +236,15 @@ def test_requests_reach_the_replica_in_one_handle_call_and_rays_own_path_remains
                                             max_tokens=6, temperature=0, stream=True)
     chunks = list(stream)
     assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def test_an_answer_larger_than_a_grpc_message_comes_back_on_both_paths(deployment: Deployment) -> None:
+    x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    short = httpx.post(deployment.url + "/v2/models/wide/infer", json=x, timeout=60)
+    chunked = httpx.post(deployment.url + "/v2/models/wide/infer", content=iter([json.dumps(x).encode()]),
+                         headers={"content-type": "application/json"}, timeout=60)  # Ray's own path
+    for r in (short, chunked):
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.content) > 4 << 20
+        data = r.json()["outputs"][0]["data"]
+        assert len(data) == 4 * WIDE and data[:8] == [1, 2, 3, 4, 1, 2, 3, 4]

@@ -35,7 +35,11 @@ METHOD = "asgi_call"
 # In the scope of a request that came this way (``/health`` says which way it came).
 VIA = "onnxkit.ray_handle"
 # Bodies up to this size are read by the proxy and travel with the call; bigger ones stream on Ray's path.
-MAX_FORWARDED_BODY = 8 << 20
+# Ray Serve's gRPC channel between proxy and replica takes messages of 4 MiB at most by default
+# (RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH), in both directions: a request stays well below it, and
+# an answer goes back in pieces of at most PIECE bytes.
+MAX_FORWARDED_BODY = 1 << 20
+PIECE = 1 << 20
 # Scope keys the app reads; the rest (uvicorn's state, extensions) stays in the proxy.
 SCOPE_KEYS = ("type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path",
               "raw_path", "query_string", "headers")
@@ -83,7 +87,21 @@ async def answer(app: ASGIApp, scope: Scope, body: bytes) -> AsyncIterator[list[
             while not queue.empty():
                 batch.append(queue.get_nowait())
             done = batch[-1] is None
-            messages = [m for m in batch if m is not None]
+            messages: list[Message] = []
+            for message in batch:
+                if message is None:
+                    continue
+                body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+                if len(body) <= PIECE:
+                    messages.append(message)
+                    continue
+                more = message.get("more_body", False)
+                for at in range(0, len(body), PIECE):  # one gRPC message each
+                    last = at + PIECE >= len(body)
+                    messages.append({"type": "http.response.body", "body": body[at:at + PIECE],
+                                     "more_body": more or not last})
+                    yield messages
+                    messages = []
             if messages:
                 yield messages
             if done:
@@ -232,11 +250,13 @@ def _error(exc: BaseException) -> OnnxkitError:
 
 
 def _only_application() -> bool:
-    """Whether onnxkit's is the only application on the cluster (another's routes are Ray's to match)."""
+    """Whether onnxkit's is the only application on the cluster, at ``/`` (another's routes are Ray's to match)."""
     try:
-        from ray import serve
+        from ray.serve.context import _get_global_client
 
-        apps = serve.status().applications
+        # The controller's own account of the applications (serve.status() leaves out the route prefixes).
+        apps = _get_global_client().get_serve_details().get("applications", {})  # type: ignore[union-attr]
     except Exception:
         return False
-    return set(apps) == {APP_NAME} and "DELETING" not in str(apps[APP_NAME].status)
+    ours = apps.get(APP_NAME) or {}
+    return set(apps) == {APP_NAME} and ours.get("route_prefix") == "/" and ours.get("status") != "DELETING"
