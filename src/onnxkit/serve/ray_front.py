@@ -10,7 +10,7 @@ length itself and sends scope and body in one streaming handle call to the repli
 away cancels the call, which cancels the request's task in the replica as ``CancelOnDisconnect``
 does in one process. Everything else takes Ray's own path unchanged: chunked or large bodies (the
 replica's ``Guard`` answers 413 before reading), websockets, Ray's ``/-/`` routes, and every request
-while the application is not deployed or other applications share the proxies.
+while onnxkit's is not the cluster's only application (named ``onnxkit``, at ``/``).
 
 Kept light: the proxy side runs in every proxy, which never loads a model.
 """
@@ -28,6 +28,7 @@ from typing import Any
 
 from onnxkit.errors import InternalError, ModelUnavailable, OnnxkitError, Overloaded
 from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
+from onnxkit.serve.ray_proxy import LOST
 
 APP_NAME = "onnxkit"
 DEPLOYMENT = "onnxkit"
@@ -45,8 +46,6 @@ SCOPE_KEYS = ("type", "asgi", "http_version", "server", "client", "scheme", "met
               "raw_path", "query_string", "headers")
 log = logging.getLogger("onnxkit.ray")
 ROUTES_TTL_S = 2.0  # how long the proxy trusts what it last learnt of the applications on the cluster
-LOST = ("the replica serving this request stopped before it answered (Ray Serve is replacing it); "
-        "retry the request")
 
 
 # ---- replica side -------------------------------------------------------------------------------
