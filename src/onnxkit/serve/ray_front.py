@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from onnxkit.errors import InternalError, ModelUnavailable, OnnxkitError, Overloaded
@@ -51,7 +51,7 @@ ROUTES_TTL_S = 2.0  # how long the proxy trusts what it last learnt of the appli
 # ---- replica side -------------------------------------------------------------------------------
 
 
-async def answer(app: ASGIApp, scope: Scope, body: bytes) -> AsyncIterator[list[Message]]:
+async def answer(app: ASGIApp, scope: Scope, body: bytes) -> AsyncGenerator[list[Message], None]:
     """Run ``app`` on one request; yield its ASGI messages, a batch at each point the app waits."""
     queue: asyncio.Queue[Message | None] = asyncio.Queue()
     pending: Message | None = {"type": "http.request", "body": body, "more_body": False}
