@@ -28,7 +28,6 @@ from typing import Any
 
 from onnxkit.errors import InternalError, ModelUnavailable, OnnxkitError, Overloaded
 from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
-from onnxkit.serve.ray_proxy import LOST
 
 APP_NAME = "onnxkit"
 DEPLOYMENT = "onnxkit"
@@ -45,6 +44,8 @@ PIECE = 1 << 20
 SCOPE_KEYS = ("type", "asgi", "http_version", "server", "client", "scheme", "method", "root_path", "path",
               "raw_path", "query_string", "headers")
 log = logging.getLogger("onnxkit.ray")
+LOST = ("the replica serving this request stopped before it answered (Ray Serve is replacing it); "
+        "retry the request")
 ROUTES_TTL_S = 2.0  # how long the proxy trusts what it last learnt of the applications on the cluster
 
 
