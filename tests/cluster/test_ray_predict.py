@@ -5,6 +5,9 @@ from __future__ import annotations
 import codecs
 import json
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,9 @@ from cluster_fixtures import RayCluster
 
 from onnxkit.errors import OnnxkitError
 from onnxkit.serve.predict import numbered_lines
-from onnxkit.serve.predict_partial import open_partial
+from onnxkit.serve.predict_partial import open_partial, partial_path
 from onnxkit.serve.ray_input import LinesDatasource
+from onnxkit.serve.ray_predict import wait_for_cpus
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "rain", "fell", "all", "day", "over", "quiet", "hills",
          "and", "rivers", "of", "france"]
@@ -137,3 +141,42 @@ def test_the_dataset_reads_lines_as_local_predict_does(tmp_path: Path, ending: b
                 for n, raw in numbered_lines(f, 64) if not (isinstance(raw, str) and not raw.strip())]
     assert read_all(source, parts) == want
     assert read_all(source, parts, first=12) == [row for row in want if int(row[0]) >= 12]  # resumed
+
+
+def test_the_free_cpus_check_waits_briefly_for_cpus_coming_back() -> None:
+    wait_for_cpus(lambda: 2.0, 2, 1.0, 2.0)  # enough: no wait
+    freed = iter([0.0, 1.0, 2.0])  # a run that just ended hands its CPUs back
+    wait_for_cpus(lambda: next(freed, 2.0), 2, 1.0, 2.0, wait_s=5)
+    with pytest.raises(OnnxkitError, match=r"needs 4 worker\(s\) x 0.5 CPU = 2 CPUs, .* 0.5 of its 2 CPUs free"):
+        wait_for_cpus(lambda: 0.5, 4, 0.5, 2.0, wait_s=0)
+
+
+def test_a_cluster_without_the_free_cpus_fails_at_once_and_writes_no_output(
+    ray_cluster: RayCluster, tiny_embed_model: Path, tmp_path: Path
+) -> None:
+    # another driver's actor holds one of the cluster's two CPUs while it runs
+    hold = ("import ray, sys\n"
+            f"ray.init(address={ray_cluster.address!r}, log_to_driver=False)\n"
+            "holder = ray.remote(num_cpus=1)(type('Hold', (), {'ready': lambda self: True})).remote()\n"
+            "ray.get(holder.ready.remote())\nprint('holding', flush=True)\nsys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold], env=ray_cluster.env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        source = tmp_path / "in.txt"
+        source.write_text("".join(t + "\n" for t in texts(20)))
+        output = tmp_path / "out.jsonl"
+        started = time.monotonic()
+        done = ray_cluster.onnxkit("predict", str(tiny_embed_model), "-i", str(source), "-o", str(output), "-q",
+                                   "--ray", ray_cluster.address, "--workers", "2", timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "needs 2 worker(s) x 1 CPU = 2 CPUs, but the cluster has 1 of its 2 CPUs free" in done.stderr
+        assert "--workers" in done.stderr and "add a node" in done.stderr
+        assert time.monotonic() - started < 60  # not Ray Data's endless wait
+        # nothing half-written: no output, and an empty partial that the same command resumes, as after
+        # any failure of predict
+        assert not output.exists() and partial_path(output).read_bytes() == b""
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)

@@ -30,6 +30,7 @@ from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.server import Server
 
 W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+WIDE = 300_000
 
 
 def mlp_repository(root: Path) -> Path:
@@ -44,6 +45,18 @@ def mlp_repository(root: Path) -> Path:
     (root / "mlp" / "1").mkdir(parents=True)
     onnx.save(model, str(root / "mlp" / "1" / "model.onnx"))
     (root / "mlp" / "config.yaml").write_text("max_batch_size: 0\n")  # any number of rows per request
+    # "wide": x tiled WIDE times, an answer larger than one of Ray's gRPC messages (4 MiB) from a small request
+    tile = helper.make_graph(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"])], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4 * WIDE])],
+        [numpy_helper.from_array(np.array([1, WIDE], dtype=np.int64), "repeats")],
+    )
+    wide = helper.make_model(tile, opset_imports=[helper.make_opsetid("", 17)])
+    wide.ir_version = 9
+    (root / "wide" / "1").mkdir(parents=True)
+    onnx.save(wide, str(root / "wide" / "1" / "model.onnx"))
+    (root / "wide" / "config.yaml").write_text("max_batch_size: 0\n")
     return root
 
 
@@ -197,3 +210,41 @@ def test_a_killed_replica_fails_its_requests_with_503_and_is_replaced(deployment
         pytest.fail(f"the killed replica was not replaced within 120 s: {health.json()}")
     r = httpx.post(deployment.url + "/v1/embeddings", json={"model": "tiny-embed", "input": "after"}, timeout=30)
     assert r.status_code == 200
+
+
+def test_requests_reach_the_replica_in_one_handle_call_and_rays_own_path_remains(deployment: Deployment) -> None:
+    # ray_front: the proxy learns within seconds that onnxkit is the cluster's only application, and from
+    # then on sends each request with a body of known length to a replica in one handle call.
+    deadline = time.monotonic() + 20
+    while (health := httpx.get(deployment.url + "/health", timeout=10).json())["ray_path"] != "handle":
+        assert time.monotonic() < deadline, f"requests still take Ray Serve's own HTTP path: {health}"
+        time.sleep(0.5)
+    x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    want = np.maximum(np.array([[1, 2, 3, 4.0]]) @ W, 0)
+    short = httpx.post(deployment.url + "/v2/models/mlp/infer", json=x, headers={"x-request-id": "req-7"}, timeout=30)
+    assert short.status_code == 200 and short.headers["x-request-id"] == "req-7"  # as Ray's own path keeps it
+    assert httpx.post(deployment.url + "/v2/models/mlp/infer", json=x, timeout=30).headers["x-request-id"]
+    # a chunked body (no length to bound it) streams through Ray's own path, to the same answer
+    chunked = httpx.post(deployment.url + "/v2/models/mlp/infer", content=iter([json.dumps(x).encode()]),
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert chunked.status_code == 200 and "chunked" in chunked.request.headers.get("transfer-encoding", "")
+    for r in (short, chunked):
+        np.testing.assert_allclose(r.json()["outputs"][0]["data"], want.ravel(), rtol=1e-6)
+    # a streamed answer (server-sent events) comes back piece by piece through the handle call
+    client = openai.OpenAI(base_url=deployment.url + "/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": "Hi"}],
+                                            max_tokens=6, temperature=0, stream=True)
+    chunks = list(stream)
+    assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def test_an_answer_larger_than_a_grpc_message_comes_back_on_both_paths(deployment: Deployment) -> None:
+    x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    short = httpx.post(deployment.url + "/v2/models/wide/infer", json=x, timeout=60)
+    chunked = httpx.post(deployment.url + "/v2/models/wide/infer", content=iter([json.dumps(x).encode()]),
+                         headers={"content-type": "application/json"}, timeout=60)  # Ray's own path
+    for r in (short, chunked):
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.content) > 4 << 20
+        data = r.json()["outputs"][0]["data"]
+        assert len(data) == 4 * WIDE and data[:8] == [1, 2, 3, 4, 1, 2, 3, 4]

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "cluster (auto, HOST:PORT or ray://HOST:PORT), none starts a private one on 127.0.0.1")
     r.add_argument("--workers", type=int, default=None,
                    help="actors, each holding the model (default: one per node); --threads each, or the "
-                        "cluster's cores shared among them")
+                        "cluster's cores shared among them. Their CPUs must be free on the cluster: if not, "
+                        "predict stops at once and says what is free")
     r.add_argument("--ray-models", choices=["auto", "object-store", "path"], default="auto",
                    help="how the model reaches other nodes (see onnxkit serve --help)")
     p.set_defaults(func=run)

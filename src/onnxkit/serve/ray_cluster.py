@@ -29,6 +29,9 @@ FAST_SERVE = {
     "RAY_SERVE_PROXY_USE_GRPC": "1",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    # Over gRPC, an answer larger than this (4 MiB by Ray's default) failed on Ray's own path: 2000
+    # embeddings are 9 MB. gRPC's own ceiling; the answers are the app's own.
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(2**31 - 1),
 }
 
 

@@ -18,8 +18,9 @@ from typing import Any
 from onnxkit.errors import OnnxkitError
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.ray_cluster import PROXY_CALLBACK, PROXY_CALLBACK_PATH, Cluster, connect, probe_host
+from onnxkit.serve.ray_front import APP_NAME
 from onnxkit.serve.ray_grpc import SERVICER_FUNCTION
-from onnxkit.serve.ray_serve import APP_NAME, QUIET_LOGS, Scaling, application, threads_per_replica
+from onnxkit.serve.ray_serve import QUIET_LOGS, Scaling, application, threads_per_replica
 from onnxkit.settings import ServerSettings
 
 UNREACHABLE_GRACE = 30.0  # seconds to wait for /health once Serve reports the application running

@@ -14,13 +14,15 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
 
-from onnxkit.errors import InvalidRequest
+from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.models.folder import model_kind
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.predict import (
@@ -81,6 +83,30 @@ class Predictor:
         return pa.table({"line": pa.array(rendered, pa.string()), "ok": pa.array(ok, pa.bool_())})
 
 
+FREE_CPUS_WAIT_S = 5.0  # CPUs that a run which just ended still holds come back within this
+
+
+def wait_for_cpus(free: Callable[[], float], workers: int, per_worker: float, total: float,
+                  wait_s: float = FREE_CPUS_WAIT_S) -> None:
+    """Fail at once (after a short wait) when the actors cannot all start, as Ray Data would wait for ever.
+
+    Ray Data's actor pool waits, with a warning, until the cluster has the CPUs its actors ask for; with
+    a Serve application or another job holding them, the run would hang before its first line.
+    """
+    need = workers * per_worker
+    deadline = time.monotonic() + wait_s
+    while (now := free()) + 1e-9 < need:
+        if time.monotonic() >= deadline:
+            fit = int((now + 1e-9) // per_worker) if per_worker else workers
+            raise OnnxkitError(
+                f"predict --ray needs {workers} worker(s) x {per_worker:g} CPU = {need:g} CPUs, but the cluster "
+                f"has {now:g} of its {total:g} CPUs free ({'none' if fit == 0 else f'{fit} worker(s)'} would "
+                "fit now; other work holds the rest, such as a `serve --ray` application or another job's "
+                "actors). Ask for less (--workers N, or --threads T: a worker takes min(T, cluster CPUs / "
+                "workers) CPUs), free CPUs (`onnxkit stop` a serve --ray on this cluster), or add a node")
+        time.sleep(0.25)
+
+
 def predict_on_ray(
     spec: ModelSpec,
     source: Path,
@@ -117,6 +143,11 @@ def predict_on_ray(
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         threads = settings.threads or max(1, cluster.cpus // workers)
         settings = replace(settings, threads=threads)
+        per_worker = min(float(threads), cluster.cpus / workers) if cluster.cpus else float(threads)
+        def free() -> float:
+            return float(ray.available_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+
+        wait_for_cpus(free, workers, per_worker, float(cluster.cpus))
         shipment = ship(spec.name, spec.path, transfer)
         rows = ray.data.read_datasource(LinesDatasource(source, first.number, settings.max_body_bytes), num_cpus=0)
         results = rows.map_batches(
@@ -125,7 +156,7 @@ def predict_on_ray(
             batch_size=max(256, 4 * concurrency),
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=min(float(threads), cluster.cpus / workers) if cluster.cpus else threads,
+            num_cpus=per_worker,
         )
         summary = Summary()
         bar = tqdm(desc=f"predict {spec.name} on Ray ({workers} workers)", unit="req", initial=skip,

@@ -17,15 +17,14 @@ from typing import Any
 
 from onnxkit.errors import InternalError, ModelUnavailable, OnnxkitError, Overloaded
 from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
-
-LOST = ("the replica serving this request stopped before it answered (Ray Serve is replacing it); "
-        "retry the request")
+from onnxkit.serve.ray_front import LOST, Front
 
 
 def middlewares() -> list[Any]:
     from starlette.middleware import Middleware
 
-    return [Middleware(ProxyErrors)]
+    # ProxyErrors outermost: the requests Front leaves to Ray's own path get its shapes too.
+    return [Middleware(ProxyErrors), Middleware(Front)]
 
 
 def _error(status: int, message: str) -> OnnxkitError:

@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send
+from onnxkit.serve.ray_front import APP_NAME, DEPLOYMENT, VIA, answer
 from onnxkit.serve.ray_grpc import KServeGrpc
 from onnxkit.serve.ray_shipping import Shipment, land, ship
 from onnxkit.settings import ServerSettings, default_home
 
-APP_NAME = "onnxkit"
-DEPLOYMENT = "onnxkit"
 QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
 
 
@@ -63,7 +62,15 @@ class OnnxkitReplica(KServeGrpc):
 
         app = create_app(self.settings, self.models)
         self.servicer = Servicer(app.state.onnxkit)
-        return ClusterHealth(wrap(app, self.settings), app_name=self.app_name, driver_pid=self.driver_pid)
+        # kept for asgi_call (not as self.app: serve.ingress defines that)
+        self.onnxkit_app: ASGIApp = ClusterHealth(wrap(app, self.settings), app_name=self.app_name,
+                                                  driver_pid=self.driver_pid)
+        return self.onnxkit_app
+
+    async def asgi_call(self, scope: Scope, body: bytes) -> AsyncIterator[list[Message]]:
+        """One HTTP request in a single handle call from the proxy (``ray_front``): the same app, no call back."""
+        async for messages in answer(self.onnxkit_app, scope, body):
+            yield messages
 
 
 def replica_states(app_name: str) -> tuple[str, dict[str, int]]:
@@ -105,7 +112,8 @@ class ClusterHealth:
         every = app_status == "RUNNING" and bool(replicas) and set(replicas) == {"RUNNING"}
         if status == 200 and not every:
             status, body["status"] = 503, "loading"
-        body.update(replica_pid=os.getpid(), replicas=replicas, ray_application=app_status)
+        body.update(replica_pid=os.getpid(), replicas=replicas, ray_application=app_status,
+                    ray_path="handle" if VIA in (scope.get("extensions") or {}) else "serve-http")
         if self.driver_pid is not None:
             body["pid"] = self.driver_pid
         raw = json.dumps(body).encode()
