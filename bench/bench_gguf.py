@@ -12,8 +12,9 @@
    OpenAI server on the GGUF file itself, same thread count. Raw onnxruntime-genai Generator loops
    for (a) and (b) too, so the server's overhead is visible.
 4. --parity: greedy 32-token continuations of 20 chat prompts identical to the dequantized float
-   model's, for the served build (accuracy_level 0) and for the same graph at accuracy_level 4
-   (int8 activations, as llama.cpp computes), plus the level-4 graph's decode tokens/s.
+   model's, for the served build (its plan, `gguf.graph.compute` in the card: accuracy_level 0) and
+   for the same graph with int8 activations (accuracy_level 4, as llama.cpp computes) in every
+   MatMulNBits, in the layers only, and in lm_head only, plus those graphs' raw decode tokens/s.
 
 Results print as a table and land in bench/results/bench_gguf.json.
 """
@@ -154,10 +155,29 @@ def measure_servers(servers: dict[str, str], rounds: int, tokens: int) -> dict[s
             for k, v in results.items()}
 
 
-def parity(folder: Path, gguf: Path, work: Path) -> dict[str, Any]:
-    """Greedy agreement with the dequantized float model: the served graph and the same at level 4."""
+# Copies of the served graph with int8 activations (accuracy_level 4) in some MatMulNBits: which.
+LEVEL4 = {
+    "accuracy_level_4": lambda name: True,
+    "layers_at_level_4": lambda name: not name.startswith("/lm_head/"),
+    "lm_head_at_level_4": lambda name: name.startswith("/lm_head/"),
+}
+
+
+def with_level4(folder: Path, out: Path, which: Any) -> Path:
     import onnx
 
+    shutil.copytree(folder, out)
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    for node in graph.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "MatMulNBits" and attr.name == "accuracy_level" and which(node.name):
+                attr.i = 4
+    onnx.save(graph, str(out / "model.onnx"))
+    return out
+
+
+def parity(folder: Path, gguf: Path, work: Path) -> dict[str, Any]:
+    """Greedy agreement with the dequantized float model: the served graph and its level-4 copies."""
     sys.path.insert(0, str(ROOT / "tests" / "models"))
     import numpy as np
     import onnxruntime_genai as og
@@ -167,14 +187,7 @@ def parity(folder: Path, gguf: Path, work: Path) -> dict[str, Any]:
 
     from onnxkit.export.gguf import gguf_to_hf
 
-    level4 = work / "level4"
-    shutil.copytree(folder, level4)
-    graph = onnx.load(str(level4 / "model.onnx"), load_external_data=False)
-    for node in graph.graph.node:
-        for attr in node.attribute:
-            if node.op_type == "MatMulNBits" and attr.name == "accuracy_level":
-                attr.i = 4
-    onnx.save(graph, str(level4 / "model.onnx"))
+    graphs = {"served": folder} | {label: with_level4(folder, work / label, which) for label, which in LEVEL4.items()}
     hf = gguf_to_hf(gguf, work / "hf")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf))
     reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32).eval()
@@ -187,8 +200,8 @@ def parity(folder: Path, gguf: Path, work: Path) -> dict[str, Any]:
             sequence = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)
         wants.append(sequence[0, len(ids) :].tolist())
         inputs.append(ids)
-    counts: dict[str, Any] = {"level4_raw_decode_tok_s": round(raw_decode(level4, 64), 1)}
-    for label, path in (("served", folder), ("accuracy_level_4", level4)):
+    counts: dict[str, Any] = {"raw_decode_tok_s": {k: round(raw_decode(p, 64), 1) for k, p in graphs.items()}}
+    for label, path in graphs.items():
         model = og.Model(str(path))
         same = 0
         for ids, want in zip(inputs, wants, strict=True):
