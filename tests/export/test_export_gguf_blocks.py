@@ -11,7 +11,7 @@ from tiny_gguf import Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, enco
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import gguf_blocks
 from onnxkit.export.gguf_compute import Compute
-from onnxkit.export.gguf_graph import Rewrite, _matmul_nbits
+from onnxkit.export.gguf_nodes import Rewrite, matmul_nbits
 
 QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
              "Q6_K": Q6_K}
@@ -65,7 +65,7 @@ def test_matmulnbits_multiplies_with_the_exact_weights(name: str, compute: Compu
     accuracy = compute.accuracy_level
     blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(n, k, 2), QUANTIZED[name]), n, k)
     rw = Rewrite()
-    _matmul_nbits(rw, "layer", "A", blocks, "Y", compute)
+    matmul_nbits(rw, "layer", "A", blocks, "Y", compute)
     graph = helper.make_graph(
         rw.nodes, "g",
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, None, k])],

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import collections
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,9 @@ from onnxkit.errors import SupplyError
 from onnxkit.export.gguf import GGUFFile, GGUFTensor
 from onnxkit.export.gguf_blocks import LAYOUT, Blocks, concat, packed, zero_points
 from onnxkit.export.gguf_compute import DEFAULT_PLAN, LM_HEAD, Compute, Plan
+from onnxkit.export.gguf_nodes import Rewrite, gather, matmul_nbits
 from onnxkit.types import JSON, Array
 
-MS = "com.microsoft"
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(attn|mlp)\.(qkv|q|k|v|o|gate|up|down)_proj\.MatMul\.weight")
 _GGUF_NAMES = {
     "q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
@@ -55,18 +55,6 @@ class Part:
 
     tensor: GGUFTensor
     heads: int | None = None
-
-
-@dataclass
-class Rewrite:
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
-    block_sums: dict[str, str] = field(default_factory=dict)  # activation → its per-32 sums
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def init(self, name: str, array: Array) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
 
 
 def _unpermute(rows: int, heads: int) -> Array:
@@ -139,77 +127,6 @@ def _check_same(weight: str, builder: Array, decoded: list[Decoded]) -> None:
         )
 
 
-def _block_sums(rw: Rewrite, activation: str, k: int) -> str:
-    """The activation summed over each block of 32 along K: computed once per activation."""
-    if activation not in rw.block_sums:
-        base = f"/gguf/block_sums/{len(rw.block_sums)}"
-        shape = rw.init(f"{base}/shape", np.array([0, 0, k // 32, 32], np.int64))
-        axes = rw.init(f"{base}/axes", np.array([-1], np.int64))
-        rw.nodes.append(helper.make_node("Reshape", [activation, shape], [f"{base}/blocks"], name=f"{base}/Reshape"))
-        rw.nodes.append(
-            helper.make_node(
-                "ReduceSum", [f"{base}/blocks", axes], [f"{base}/sums"], name=f"{base}/ReduceSum", keepdims=0
-            )
-        )
-        rw.block_sums[activation] = f"{base}/sums"
-    return rw.block_sums[activation]
-
-
-def _nbits_node(rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, accuracy: int) -> str:
-    """One MatMulNBits; returns the stem of its initializers (``{stem}.weight_Q4`` etc.)."""
-    rows, cols = blocks.shape
-    inputs = [
-        activation,
-        rw.init(f"{name}.weight_Q{blocks.bits}", packed(blocks)),
-        rw.init(f"{name}.weight_scales", blocks.scale),
-    ]
-    zps = zero_points(blocks)
-    if zps is not None:
-        inputs.append(rw.init(f"{name}.weight_zp", zps))
-    rw.nodes.append(
-        helper.make_node(
-            "MatMulNBits", inputs, [output], name=f"{name}/MatMulNBits", domain=MS,
-            K=cols, N=rows, bits=blocks.bits, block_size=blocks.block, accuracy_level=accuracy,
-        )
-    )
-    rw.counts[f"MatMulNBits {blocks.bits}-bit"] += 1
-    return name
-
-
-def _matmul_nbits(
-    rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, compute: Compute
-) -> list[tuple[str, Blocks]]:
-    """The nodes computing ``activation · blocksᵀ`` into ``output``; returns (stem, blocks) per MatMulNBits.
-
-    8-bit blocks at accuracy_level 0 run as two exact 4-bit halves (``Blocks.nibbles``); a min per
-    block adds ``(activation summed per 32) · offsetᵀ``.
-    """
-    accuracy = compute.accuracy_level
-    blocks = blocks.recentred()  # before a split: the offset is per 32-block
-    if compute.block is not None and compute.block < blocks.block:
-        blocks = blocks.split(compute.block)
-    product = output if blocks.offset is None else f"{name}/product"
-    if blocks.bits == 8 and accuracy <= 1:  # 0 (unset) and 1 both keep float32 activations
-        hi, lo = blocks.nibbles()
-        lo = lo.recentred()
-        parts = [(_nbits_node(rw, f"{name}/hi", activation, hi, f"{name}/hi/output_0", accuracy), hi)]
-        parts.append((_nbits_node(rw, f"{name}/lo", activation, lo, f"{name}/lo/output_0", accuracy), lo))
-        rw.nodes.append(
-            helper.make_node("Add", [f"{name}/hi/output_0", f"{name}/lo/output_0"], [product], name=f"{name}/Add")
-        )
-        rw.counts["8-bit blocks as two 4-bit halves"] += 1
-    else:
-        parts = [(_nbits_node(rw, name, activation, blocks, product, accuracy), blocks)]
-    offset = parts[-1][1].offset  # the part carrying the min (``lo`` of two halves), as recentred
-    if offset is not None:
-        sums = _block_sums(rw, activation, blocks.shape[1])
-        mins = rw.init(f"{name}.weight_offsets", np.ascontiguousarray(offset.T))
-        rw.nodes.append(helper.make_node("MatMul", [sums, mins], [f"{name}/offset"], name=f"{name}/offset/MatMul"))
-        rw.nodes.append(helper.make_node("Add", [product, f"{name}/offset"], [output], name=f"{name}/offset/Add"))
-        rw.counts["offset terms"] += 1
-    return parts
-
-
 def _replace_matmul(
     rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], compute: Compute
 ) -> list[tuple[str, Blocks]]:
@@ -228,7 +145,7 @@ def _replace_matmul(
         out = output if len(groups) == 1 else f"{name}/output_0"
         quantized = [d.blocks for d in group if d.blocks is not None]
         if quantized:
-            parts = _matmul_nbits(rw, name, activation, concat(quantized), out, compute)
+            parts = matmul_nbits(rw, name, activation, concat(quantized), out, compute)
         else:
             weight = rw.init(f"{name}.MatMul.weight", np.concatenate([d.values for d in group]).T)
             rw.nodes.append(helper.make_node("MatMul", [activation, weight], [out], name=f"{name}/MatMul"))
@@ -254,7 +171,7 @@ def _fuse_siblings(
         return False
     stems = [n.name.rsplit("/", 2) for n in nodes]  # ["/model/layers.0/mlp", "gate_proj", "MatMul"]
     base = f"{stems[0][0]}/{'+'.join(stem[1] for stem in stems)}"
-    _matmul_nbits(rw, base, nodes[0].input[0], concat([d.blocks for d in flat if d.blocks is not None]),
+    matmul_nbits(rw, base, nodes[0].input[0], concat([d.blocks for d in flat if d.blocks is not None]),
                   f"{base}/output_0", compute)
     sizes = [sum(d.values.shape[0] for d in parts) for parts in decoded]
     split = rw.init(f"{base}/split", np.array(sizes, np.int64))
@@ -262,18 +179,6 @@ def _fuse_siblings(
     rw.nodes.append(helper.make_node("Split", [f"{base}/output_0", split], outputs, name=f"{base}/Split", axis=-1))
     rw.counts["MatMuls fused with a sibling"] += len(nodes)
     return True
-
-
-def _gather(rw: Rewrite, name: str, data: str, ids: str, stem: str, blocks: Blocks, output: str) -> None:
-    inputs = [data, ids, f"{stem}.weight_scales"]
-    if zero_points(blocks) is not None:
-        inputs.append(f"{stem}.weight_zp")
-    rw.nodes.append(
-        helper.make_node(
-            "GatherBlockQuantized", inputs, [output], name=name, domain=MS,
-            bits=blocks.bits, block_size=blocks.block, gather_axis=0, quantize_axis=1,
-        )
-    )
 
 
 def _embedding(rw: Rewrite, node: onnx.NodeProto, embed: Decoded, lm_head: list[tuple[str, Blocks]]) -> str:
@@ -302,7 +207,7 @@ def _embedding(rw: Rewrite, node: onnx.NodeProto, embed: Decoded, lm_head: list[
         rw.nodes.append(
             helper.make_node("Reshape", [f"{stem}.weight_Q{part.bits}", shape], [data], name=f"{base}/Reshape{i}")
         )
-        _gather(rw, f"{base}/GatherBlockQuantized{i}", data, ids, stem, part, out)
+        gather(rw, f"{base}/GatherBlockQuantized{i}", data, ids, stem, part, out)
         outs.append(out)
     if len(outs) > 1:
         rw.nodes.append(helper.make_node("Add", outs, [output], name=f"{base}/Add"))
