@@ -10,7 +10,7 @@ from tiny_gguf import Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, enco
 
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import gguf_blocks
-from onnxkit.export.gguf_compute import Compute
+from onnxkit.export.gguf_compute import LM_HEAD, Compute, Plan
 from onnxkit.export.gguf_nodes import Rewrite, matmul_nbits
 
 QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
@@ -112,3 +112,15 @@ def test_unsupported_type_names_the_tensor_and_the_supported_types() -> None:
     raw = encode(_weights(2, 256, 0), Q2_K)
     with pytest.raises(InvalidRequest, match=r"'blk\.3\.ffn_down\.weight' has type Q2_K.*supported types: F32, F16"):
         gguf_blocks.decode("blk.3.ffn_down.weight", Q2_K, raw, 2, 256)
+
+
+def test_a_plan_names_each_weights_compute() -> None:
+    plan = Plan(layers=Compute(0), lm_head=Compute(4, 16), projections=(("o", Compute(4)),))
+    assert plan.of(LM_HEAD) == Compute(4, 16)
+    assert plan.of("model.layers.3.attn.o_proj.MatMul.weight") == Compute(4)
+    assert plan.of("model.layers.3.attn.qkv_proj.MatMul.weight") == Compute(0)
+    assert plan.card()["projections"] == {"o": {"accuracy_level": 4, "block": "gguf"}}
+    with pytest.raises(ValueError, match=r"projections \['out'\] are not the builder's"):
+        Plan(Compute(0), Compute(0), (("out", Compute(4)),))
+    with pytest.raises(ValueError, match="accuracy_level 5 is not MatMulNBits'"):
+        Compute(5)
