@@ -11,9 +11,11 @@
    (a) `onnxkit serve` on the exact build, (b) `onnxkit serve` on the int4 build, (c) llama-cpp-python's
    OpenAI server on the GGUF file itself, same thread count. Raw onnxruntime-genai Generator loops
    for (a) and (b) too, so the server's overhead is visible.
-4. --parity: greedy 32-token continuations of 20 chat prompts identical to the dequantized float
-   model's, for the served build (accuracy_level 0) and for the same graph at accuracy_level 4
-   (int8 activations, as llama.cpp computes), plus the level-4 graph's decode tokens/s.
+4. --parity: for the default compute plan (the served one: accuracy_level 0, float32 activations)
+   and plans with int8 activations (accuracy_level 4, as llama.cpp computes) in some weight groups
+   (gguf_compute's table): the export gate's next-token cosine to the dequantized float model,
+   greedy 32-token continuations identical to its on DEV_PROMPTS (for choosing) and on the
+   integration test's twenty prompts (reported), and raw decode tokens/s.
 
 Results print as a table and land in bench/results/bench_gguf.json.
 """
@@ -154,53 +156,99 @@ def measure_servers(servers: dict[str, str], rounds: int, tokens: int) -> dict[s
             for k, v in results.items()}
 
 
-def parity(folder: Path, gguf: Path, work: Path) -> dict[str, Any]:
-    """Greedy agreement with the dequantized float model: the served graph and the same at level 4."""
-    import onnx
+# Twenty chat prompts for choosing a compute plan (gguf_compute's table); none of them is the
+# integration test's twenty (tests/models/test_catalog.py) or one of the export gate's six.
+DEV_PROMPTS = [
+    "Name three animals that live in the desert.", "What does a librarian do?",
+    "Write two sentences about autumn in a city.", "How do bees make honey?", "What is the boiling point of water?",
+    "Give me a recipe idea with potatoes.", "Why do we need sleep?", "Explain what an atom is.",
+    "List four musical instruments.", "What is a volcano?", "How can I stay focused while studying?",
+    "Describe a busy train station.", "What is the tallest mountain on Earth?", "Write a limerick about a cat.",
+    "What are clouds made of?", "How do airplanes stay in the air?", "Suggest a hobby for a retired person.",
+    "What is the purpose of a bridge?", "Explain recycling to a child.", "What is the moon made of?",
+]
 
+
+def plans() -> dict[str, Any]:
+    from onnxkit.export.gguf_compute import DEFAULT_PLAN, Compute, Plan
+
+    exact, int8 = Compute(0), Compute(4)
+    return {
+        "default (served)": DEFAULT_PLAN,
+        "every matrix at level 4": Plan.uniform(4),
+        "layers at level 4 in blocks of 16, lm_head at 0": Plan(Compute(4, 16), exact),
+        "only q/k/v at level 4": Plan(exact, exact, (("qkv", int8),)),
+        "only o at level 4": Plan(exact, exact, (("o", int8),)),
+        "only gate/up at level 4": Plan(exact, exact, (("gate", int8), ("up", int8))),
+        "only down at level 4": Plan(exact, exact, (("down", int8),)),
+        "only lm_head at level 4 in blocks of 16": Plan(exact, Compute(4, 16)),
+    }
+
+
+def parity(gguf: Path, work: Path) -> dict[str, Any]:
+    """Each compute plan against the dequantized float model: the export gate's next-token cosine,
+    greedy 32-token continuations identical on DEV_PROMPTS and on the integration test's twenty,
+    and raw decode tokens/s. Every plan is carried into one fp32 builder graph."""
     sys.path.insert(0, str(ROOT / "tests" / "models"))
     import numpy as np
     import onnxruntime_genai as og
     import torch
     import transformers
-    from test_catalog import PROMPTS as CHAT_PROMPTS  # the integration test's twenty prompts
+    from test_catalog import PROMPTS as TEST_PROMPTS  # the integration test's twenty prompts
 
-    from onnxkit.export.gguf import gguf_to_hf
+    from onnxkit.export.causal_lm import CHECK_CHATS, CHECK_PROMPTS, build_genai
+    from onnxkit.export.gguf import GGUFFile, gguf_to_hf
+    from onnxkit.export.gguf_graph import carry_blocks
 
-    level4 = work / "level4"
-    shutil.copytree(folder, level4)
-    graph = onnx.load(str(level4 / "model.onnx"), load_external_data=False)
-    for node in graph.graph.node:
-        for attr in node.attribute:
-            if node.op_type == "MatMulNBits" and attr.name == "accuracy_level":
-                attr.i = 4
-    onnx.save(graph, str(level4 / "model.onnx"))
     hf = gguf_to_hf(gguf, work / "hf")
+    fp32 = build_genai(hf, work / "fp32", "fp32")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(hf))
     reference = transformers.AutoModelForCausalLM.from_pretrained(str(hf), dtype=torch.float32).eval()
-    wants, inputs = [], []
-    for prompt in CHAT_PROMPTS:
+
+    def chat(prompt: str) -> list[int]:
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            sequence = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)
-        wants.append(sequence[0, len(ids) :].tolist())
-        inputs.append(ids)
-    counts: dict[str, Any] = {"level4_raw_decode_tok_s": round(raw_decode(level4, 64), 1)}
-    for label, path in (("served", folder), ("accuracy_level_4", level4)):
-        model = og.Model(str(path))
-        same = 0
-        for ids, want in zip(inputs, wants, strict=True):
-            params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(ids) + 32, do_sample=False)
-            generator = og.Generator(model, params)
-            generator.append_tokens(np.asarray(ids, dtype=np.int32))
-            while not generator.is_done():
-                generator.generate_next_token()
-            same += [int(t) for t in generator.get_sequence(0)[len(ids):]] == want
-        counts[label] = same
-    return counts
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    gate = [list(tokenizer(p)["input_ids"]) for p in CHECK_PROMPTS] + [chat(c) for c in CHECK_CHATS]
+    with torch.no_grad():
+        gate_logits = [reference(torch.tensor([ids])).logits[0, -1].double().numpy() for ids in gate]
+        greedy: dict[str, list[tuple[list[int], list[int]]]] = {}
+        for label, prompts in (("dev", DEV_PROMPTS), ("test", list(TEST_PROMPTS))):
+            greedy[label] = []
+            for prompt in prompts:
+                ids = chat(prompt)
+                sequence = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)
+                greedy[label].append((ids, sequence[0, len(ids) :].tolist()))
+
+    def run(model: Any, ids: list[int], new: int) -> tuple[Any, list[int]]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + new, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.asarray(ids, dtype=np.int32))
+        logits = np.asarray(generator.get_logits(), dtype=np.float64).reshape(-1)
+        while not generator.is_done():
+            generator.generate_next_token()
+        return logits, [int(t) for t in generator.get_sequence(0)[len(ids) :]]
+
+    results: dict[str, Any] = {}
+    for i, (label, plan) in enumerate(plans().items()):
+        folder = work / f"plan{i}"
+        shutil.copytree(fp32, folder)
+        carry_blocks(folder, GGUFFile(gguf), plan)
+        model = og.Model(str(folder))
+        cosines = []
+        for ids, want in zip(gate, gate_logits, strict=True):
+            got = run(model, ids, 1)[0][: want.shape[0]]
+            cosines.append(float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))))
+        counts = {k: sum(run(model, ids, 32)[1] == want for ids, want in v) for k, v in greedy.items()}
+        results[label] = {"plan": plan.card(), "gate_min_cosine": round(min(cosines), 5),
+                          "greedy_identical_dev_of_20": counts["dev"], "greedy_identical_test_of_20": counts["test"],
+                          "raw_decode_tok_s": round(raw_decode(folder, 64), 1)}
+        print(label, results[label], flush=True)
+        del model
+        shutil.rmtree(folder)
+    return results
 
 
 def main() -> None:
@@ -250,7 +298,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
         if args.parity:
-            out["greedy_32_identical_of_20"] = parity(work / "exact", gguf, work)
+            out["plans"] = parity(gguf, work)
 
     s = out["servers"]
     exact = s["onnxkit exact"]

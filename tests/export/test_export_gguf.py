@@ -11,13 +11,14 @@ import onnx
 import pytest
 import torch
 import transformers
-from tiny_gguf import BF16, F16, Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, write_tiny_llama
+from tiny_gguf import BF16, F16, LAYERS, Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, write_tiny_llama
 
 from onnxkit.cli import main
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import export
 from onnxkit.export.causal_lm import build_from_gguf
 from onnxkit.export.gguf import gguf_to_hf
+from onnxkit.export.gguf_compute import EXACT, Compute, Plan
 
 og = pytest.importorskip("onnxruntime_genai")
 
@@ -68,7 +69,7 @@ def test_each_block_type_is_carried_over_exactly(name: str, tmp_path: Path) -> N
     types, tied = MODELS[name]
     gguf_file = write_tiny_llama(tmp_path / f"tiny-{name}.gguf", types, tied=tied)
     out = tmp_path / "genai"
-    fields = build_from_gguf(gguf_file, out, tmp_path / "scratch", max_length=128, accuracy_level=0)
+    fields = build_from_gguf(gguf_file, out, tmp_path / "scratch", max_length=128, plan=EXACT)
     assert fields["gguf"]["types"][name] > 0
     assert fields["parity"]["logits_min_cosine"] >= 0.9999
 
@@ -93,6 +94,9 @@ def test_each_block_type_is_carried_over_exactly(name: str, tmp_path: Path) -> N
         assert float_matmuls == {"/lm_head.MatMul.weight"}  # the F16 output matrix stays float
     if name == "Q5_K":
         assert len(float_matmuls) == 2 and ops.count("Concat") >= 2  # BF16 attn_v of each layer
+    # gate and up read one activation: one MatMulNBits and a Split per layer, where both are blocks.
+    assert ops.count("Split") == LAYERS
+    assert fields["gguf"]["graph"]["nodes"]["MatMuls fused with a sibling"] == 2 * LAYERS
     # Types with a min per block have no GatherBlockQuantized form: their table is dequantized to float.
     embedding = {n.op_type for n in graph.node if n.name.startswith("/model/embed_tokens/Gather")}
     assert embedding == {"Gather" if name in ("Q5_1", "Q4_K", "Q5_K") else "GatherBlockQuantized"}
@@ -108,9 +112,30 @@ def test_cli_default_keeps_the_blocks_and_records_them(tmp_path: Path, capsys: p
     assert card["gguf"]["types"] == {"F32": 5, "Q4_K": 11, "Q6_K": 5}
     assert card["gguf"]["tensors"]["blk.1.attn_v.weight"] == "Q6_K"
     graph = card["gguf"]["graph"]
-    assert graph["accuracy_level"] == 0 and graph["nodes"]["8-bit blocks as two 4-bit halves"] == 5
+    exact = {"accuracy_level": 0, "block": "gguf"}
+    assert graph["compute"] == {"layers": exact, "lm_head": exact}
+    assert graph["nodes"]["8-bit blocks as two 4-bit halves"] == 5
     assert card["parity"]["logits_min_cosine"] >= 0.999 and card["parity"]["prompts"] == 6
     assert card == json.loads((out / "onnxkit.json").read_text())
+
+
+def test_a_plan_sets_each_weight_groups_compute_and_the_card_records_it(tmp_path: Path) -> None:
+    types, tied = MODELS["Q4_1"]
+    gguf_file = write_tiny_llama(tmp_path / "tiny.gguf", types, tied=tied)
+    # Both groups keep float32 activations (levels 0 and 1 are both float32 on CPU), so that the
+    # gate holds on random weights; what is checked is that each group gets its own settings.
+    plan = Plan(layers=Compute(0, 16), lm_head=Compute(1))
+    fields = build_from_gguf(gguf_file, tmp_path / "out", tmp_path / "scratch", max_length=128, plan=plan)
+    assert fields["gguf"]["graph"]["compute"] == {
+        "layers": {"accuracy_level": 0, "block": 16}, "lm_head": {"accuracy_level": 1, "block": "gguf"}
+    }
+    graph = onnx.load(str(tmp_path / "out" / "model.onnx"), load_external_data=False).graph
+    settings = set()
+    for node in graph.node:
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: a.i for a in node.attribute}
+            settings.add((node.name.startswith("/lm_head/"), attrs["accuracy_level"], attrs["block_size"]))
+    assert settings == {(False, 0, 16), (True, 1, 32)}
 
 
 def test_unsupported_type_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,8 @@ from tiny_gguf import Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, enco
 
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import gguf_blocks
-from onnxkit.export.gguf_graph import Rewrite, _matmul_nbits
+from onnxkit.export.gguf_compute import LM_HEAD, Compute, Plan
+from onnxkit.export.gguf_nodes import Rewrite, matmul_nbits
 
 QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
              "Q6_K": Q6_K}
@@ -53,17 +54,18 @@ def test_random_bytes_decode_as_ggml_does(name: str) -> None:
     np.testing.assert_array_equal(gguf_blocks.decode("w", QUANTIZED[name], raw, 4, 512).dequantize(), reference)
 
 
-@pytest.mark.parametrize("accuracy", [0, 4])
+@pytest.mark.parametrize("compute", [Compute(0), Compute(4), Compute(0, 16), Compute(4, 16)], ids=str)
 @pytest.mark.parametrize("name", list(QUANTIZED))
-def test_matmulnbits_multiplies_with_the_exact_weights(name: str, accuracy: int) -> None:
+def test_matmulnbits_multiplies_with_the_exact_weights(name: str, compute: Compute) -> None:
     """The nodes (8-bit as two 4-bit halves at level 0, plus the min term) against float64 A·Wᵀ.
 
     Level 0 keeps activations in float32: exact to float rounding. Level 4 quantizes them to int8
-    per block (the layout still has to be right: within 2 %)."""
+    per block (the layout still has to be right: within 2 %). Blocks of 16 hold the same weights."""
     k, n = 512, 96
+    accuracy = compute.accuracy_level
     blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(n, k, 2), QUANTIZED[name]), n, k)
     rw = Rewrite()
-    _matmul_nbits(rw, "layer", "A", blocks, "Y", accuracy=accuracy)
+    matmul_nbits(rw, "layer", "A", blocks, "Y", compute)
     graph = helper.make_graph(
         rw.nodes, "g",
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, None, k])],
@@ -81,9 +83,44 @@ def test_matmulnbits_multiplies_with_the_exact_weights(name: str, accuracy: int)
     assert (rw.counts["offset terms"] == 1) == (QUANTIZED[name] in gguf_blocks.WITH_MIN)
     split = accuracy == 0 and blocks.bits == 8
     assert rw.counts["MatMulNBits 4-bit"] == (2 if split else blocks.bits == 4)
+    sizes = {a.i for node in rw.nodes for a in node.attribute if a.name == "block_size"}
+    assert sizes == {compute.block or blocks.block}
+    # 4-bit codes with a min use the default zero point (no zero-point input, the faster kernel).
+    if blocks.bits == 4 and blocks.offset is not None:
+        assert [len(node.input) for node in rw.nodes if node.op_type == "MatMulNBits"] == [3]
+
+
+@pytest.mark.parametrize("name", ["Q4_1", "Q4_K", "Q5_1", "Q8_0"])
+def test_recentred_and_split_blocks_hold_the_same_values(name: str) -> None:
+    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(8, 256, 4), QUANTIZED[name]), 8, 256)
+    values = blocks.dequantize()
+    split = blocks.split(16)
+    assert split.block == 16 and split.scale.shape == (8, 16)
+    np.testing.assert_array_equal(split.dequantize(), values)
+    recentred = blocks.recentred()
+    if blocks.bits == 4 and blocks.offset is not None:
+        assert (recentred.zero_point, gguf_blocks.zero_points(recentred)) == (8, None)
+        # The new offset is rounded once to float32: values agree to float rounding.
+        np.testing.assert_allclose(recentred.dequantize(), values, rtol=0, atol=2e-7 * np.abs(values).max())
+    else:
+        assert recentred is blocks
+    with pytest.raises(ValueError, match="cannot split into blocks of 8"):
+        blocks.split(8)
 
 
 def test_unsupported_type_names_the_tensor_and_the_supported_types() -> None:
     raw = encode(_weights(2, 256, 0), Q2_K)
     with pytest.raises(InvalidRequest, match=r"'blk\.3\.ffn_down\.weight' has type Q2_K.*supported types: F32, F16"):
         gguf_blocks.decode("blk.3.ffn_down.weight", Q2_K, raw, 2, 256)
+
+
+def test_a_plan_names_each_weights_compute() -> None:
+    plan = Plan(layers=Compute(0), lm_head=Compute(4, 16), projections=(("o", Compute(4)),))
+    assert plan.of(LM_HEAD) == Compute(4, 16)
+    assert plan.of("model.layers.3.attn.o_proj.MatMul.weight") == Compute(4)
+    assert plan.of("model.layers.3.attn.qkv_proj.MatMul.weight") == Compute(0)
+    assert plan.card()["projections"] == {"o": {"accuracy_level": 4, "block": "gguf"}}
+    with pytest.raises(ValueError, match=r"projections \['out'\] are not the builder's"):
+        Plan(Compute(0), Compute(0), (("out", Compute(4)),))
+    with pytest.raises(ValueError, match="accuracy_level 5 is not MatMulNBits'"):
+        Compute(5)

@@ -154,7 +154,7 @@ def test_smollm2_carries_the_gguf_blocks_exactly(smollm: CachedModel, tmp_path: 
     from onnxkit.export.sources import wheel_file
 
     og = pytest.importorskip("onnxruntime_genai")
-    assert smollm.manifest.extra["recipe"] == catalog.CATALOG["smollm2-135m-instruct"].recipe == 2
+    assert smollm.manifest.extra["recipe"] == catalog.CATALOG["smollm2-135m-instruct"].recipe == 3
     card = read_card(smollm.path)
     assert card["precision"] == "gguf"
     assert card["gguf"]["types"] == {"F32": 61, "Q4_1": 210, "Q8_0": 1}

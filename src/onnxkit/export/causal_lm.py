@@ -16,9 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxkit.errors import InvalidRequest, MissingDependency, SupplyError
+
+if TYPE_CHECKING:
+    from onnxkit.export.gguf_compute import Plan
 
 PRECISIONS = ("int4", "fp32")
 REQUANTIZE = ("int4",)
@@ -159,14 +162,15 @@ def build_from_gguf(
     scratch: Path,
     *,
     max_length: int | None = DEFAULT_MAX_LENGTH,
-    accuracy_level: int | None = None,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     """GGUF → onnxruntime-genai folder in ``out_dir`` computing with the GGUF's own blocks.
 
     ``scratch`` holds the dequantized Hugging Face folder (the builder's input and the parity
-    reference). ``accuracy_level`` is MatMulNBits' (None: ``gguf_graph.DEFAULT_ACCURACY``, 0, float32
-    activations; 4 quantizes them to int8 as llama.cpp does: faster, and the gate decides whether
-    the result may be written). Returns the card fields.
+    reference). ``plan``: MatMulNBits' accuracy level and block length per weight group (None:
+    ``gguf_compute.DEFAULT_PLAN``, float32 activations everywhere; level 4 quantizes them to int8
+    as llama.cpp does: faster, and the gate decides whether the result may be written). Returns
+    the card fields.
     Raises ParityError, leaving ``out_dir`` to the caller to discard, below the gate.
     """
     from onnxkit.export.gguf import GGUFFile, gguf_to_hf
@@ -178,7 +182,7 @@ def build_from_gguf(
     hf_dir = gguf_to_hf(gguf_file, scratch / "hf")
     build_genai(hf_dir, out_dir, "fp32", max_length)
     _say("carrying the GGUF's blocks into the graph")
-    graph = carry_blocks(out_dir, gguf, accuracy_level)
+    graph = carry_blocks(out_dir, gguf, plan)
     parity = check_genai(hf_dir, out_dir, "gguf")
     tensors = {name: t.type_name for name, t in sorted(gguf.tensors.items())}
     return {

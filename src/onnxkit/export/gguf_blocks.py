@@ -99,6 +99,33 @@ class Blocks:
         lo = Blocks(self.type, 4, self.block, self.q & 0x0F, self.scale, 0, self.offset)
         return hi, lo
 
+    def split(self, block: int) -> Blocks:
+        """The same values in blocks of ``block`` (a divisor of this block): each scale repeats.
+
+        The weights do not change; at accuracy_level 4 MatMulNBits quantizes activations per weight
+        block, so shorter blocks give each int8 activation scale fewer, more alike values.
+        """
+        if block == self.block:
+            return self
+        if block < 16 or self.block % block:
+            raise ValueError(f"{self.type_name}: blocks of {self.block} cannot split into blocks of {block}")
+        scale = np.repeat(self.scale, self.block // block, axis=1)
+        return Blocks(self.type, self.bits, block, self.q, scale, self.zero_point, self.offset)
+
+    def recentred(self) -> Blocks:
+        """4-bit blocks with a min per 32-block moved to MatMulNBits' default zero point, 8.
+
+        scale·(q − z) + offset = scale·(q − 8) + (offset + (8 − z)·scale): the same values, with the
+        new offset rounded once to float32 (both terms are fp16-derived, so it is exact unless their
+        exponents lie more than 13 apart). MatMulNBits then takes no zero-point input, and its
+        CPU kernel without one is faster. Other blocks come back unchanged.
+        """
+        default = 1 << (self.bits - 1)
+        if self.bits != 4 or self.offset is None or self.block != 32 or self.zero_point == default:
+            return self
+        offset = (self.offset + np.float32(default - self.zero_point) * self.scale).astype(np.float32)
+        return Blocks(self.type, self.bits, self.block, self.q, self.scale, default, offset)
+
     def dequantize(self) -> Array:
         """float32 [rows, cols], computed as ggml computes it."""
         rows, cols = self.shape

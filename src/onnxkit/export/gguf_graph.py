@@ -8,7 +8,11 @@ those very blocks, so that onnxruntime computes with the weights llama.cpp compu
   (8-bit codes as two exact 4-bit halves at accuracy_level 0, see ``Blocks.nibbles``); for types
   with a min (Q4_1, Q5_1, Q4_K, Q5_K) the graph adds the min's share,
   ``(A summed per 32-block) · offsetᵀ`` (Reshape, ReduceSum, a MatMul of K/32 columns, Add), which
-  is exact where a rounded integer zero point is not, and fast where float zero points are not;
+  is exact where a rounded integer zero point is not, and fast where float zero points are not
+  (4-bit codes with a min move to the default zero point 8, see ``Blocks.recentred``);
+* MatMuls reading one activation (gate and up) become one MatMulNBits and a Split: per token,
+  each node costs a few microseconds beyond its arithmetic;
+* how activations are multiplied (accuracy level, block length) is ``gguf_compute``'s plan;
 * the token embedding → ``GatherBlockQuantized`` on the same blocks (sharing lm_head's bytes when
   the two are tied) for types without a min; otherwise a float table, dequantized exactly;
 * F32/F16/BF16 weights stay float.
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import collections
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +38,10 @@ from onnx import helper, numpy_helper
 from onnxkit.errors import SupplyError
 from onnxkit.export.gguf import GGUFFile, GGUFTensor
 from onnxkit.export.gguf_blocks import LAYOUT, Blocks, concat, packed, zero_points
+from onnxkit.export.gguf_compute import DEFAULT_PLAN, LM_HEAD, Compute, Plan
+from onnxkit.export.gguf_nodes import Rewrite, gather, matmul_nbits
 from onnxkit.types import JSON, Array
 
-MS = "com.microsoft"
-# MatMulNBits' accuracy_level: 0 keeps activations in float32, so the product is the dequantized
-# model's to float rounding; 4 quantizes activations to int8 per block, as llama.cpp's CPU kernels
-# do, and runs ~6x faster on CPU. Measured on SmolLM2-135M (Q4_1 layers, Q8_0 lm_head) against the
-# float model: level 4 drops next-token logits to cosine 0.975 (0.998 with the blocks split to 16),
-# and a Q8_0 lm_head at level 4 alone turns the greedy answer to "What is the capital of France?"
-# from "The capital of France is Paris." into "L'Étoile, la Marseillaise, ..."; llama.cpp itself
-# reaches cosine 0.997 and a different next token on 2 of 7 prompts. The export gate (cosine
-# ≥ 0.999 to the float model) therefore takes level 0; level 4 stays available to callers.
-DEFAULT_ACCURACY = 0
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(attn|mlp)\.(qkv|q|k|v|o|gate|up|down)_proj\.MatMul\.weight")
 _GGUF_NAMES = {
     "q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
@@ -59,18 +55,6 @@ class Part:
 
     tensor: GGUFTensor
     heads: int | None = None
-
-
-@dataclass
-class Rewrite:
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
-    initializers: list[onnx.TensorProto] = field(default_factory=list)
-    block_sums: dict[str, str] = field(default_factory=dict)  # activation → its per-32 sums
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def init(self, name: str, array: Array) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
 
 
 def _unpermute(rows: int, heads: int) -> Array:
@@ -115,7 +99,7 @@ def sources(gguf: GGUFFile, weight: str) -> list[Part] | None:
         heads = n_head if ".attn_q." in name else n_kv if ".attn_k." in name else None
         return Part(gguf.tensors[name], heads)
 
-    if weight == "lm_head.MatMul.weight":
+    if weight == LM_HEAD:
         return [part("output.weight" if "output.weight" in gguf.tensors else "token_embd.weight")]
     found = _LAYER.fullmatch(weight)
     if found is None:
@@ -143,73 +127,8 @@ def _check_same(weight: str, builder: Array, decoded: list[Decoded]) -> None:
         )
 
 
-def _block_sums(rw: Rewrite, activation: str, k: int) -> str:
-    """The activation summed over each block of 32 along K: computed once per activation."""
-    if activation not in rw.block_sums:
-        base = f"/gguf/block_sums/{len(rw.block_sums)}"
-        shape = rw.init(f"{base}/shape", np.array([0, 0, k // 32, 32], np.int64))
-        axes = rw.init(f"{base}/axes", np.array([-1], np.int64))
-        rw.nodes.append(helper.make_node("Reshape", [activation, shape], [f"{base}/blocks"], name=f"{base}/Reshape"))
-        rw.nodes.append(
-            helper.make_node(
-                "ReduceSum", [f"{base}/blocks", axes], [f"{base}/sums"], name=f"{base}/ReduceSum", keepdims=0
-            )
-        )
-        rw.block_sums[activation] = f"{base}/sums"
-    return rw.block_sums[activation]
-
-
-def _nbits_node(rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, accuracy: int) -> str:
-    """One MatMulNBits; returns the stem of its initializers (``{stem}.weight_Q4`` etc.)."""
-    rows, cols = blocks.shape
-    inputs = [
-        activation,
-        rw.init(f"{name}.weight_Q{blocks.bits}", packed(blocks)),
-        rw.init(f"{name}.weight_scales", blocks.scale),
-    ]
-    zps = zero_points(blocks)
-    if zps is not None:
-        inputs.append(rw.init(f"{name}.weight_zp", zps))
-    rw.nodes.append(
-        helper.make_node(
-            "MatMulNBits", inputs, [output], name=f"{name}/MatMulNBits", domain=MS,
-            K=cols, N=rows, bits=blocks.bits, block_size=blocks.block, accuracy_level=accuracy,
-        )
-    )
-    rw.counts[f"MatMulNBits {blocks.bits}-bit"] += 1
-    return name
-
-
-def _matmul_nbits(
-    rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, accuracy: int
-) -> list[tuple[str, Blocks]]:
-    """The nodes computing ``activation · blocksᵀ`` into ``output``; returns (stem, blocks) per MatMulNBits.
-
-    8-bit blocks at accuracy_level 0 run as two exact 4-bit halves (``Blocks.nibbles``); a min per
-    block adds ``(activation summed per 32) · offsetᵀ``.
-    """
-    product = output if blocks.offset is None else f"{name}/product"
-    if blocks.bits == 8 and accuracy == 0:
-        hi, lo = blocks.nibbles()
-        parts = [(_nbits_node(rw, f"{name}/hi", activation, hi, f"{name}/hi/output_0", accuracy), hi)]
-        parts.append((_nbits_node(rw, f"{name}/lo", activation, lo, f"{name}/lo/output_0", accuracy), lo))
-        rw.nodes.append(
-            helper.make_node("Add", [f"{name}/hi/output_0", f"{name}/lo/output_0"], [product], name=f"{name}/Add")
-        )
-        rw.counts["8-bit blocks as two 4-bit halves"] += 1
-    else:
-        parts = [(_nbits_node(rw, name, activation, blocks, product, accuracy), blocks)]
-    if blocks.offset is not None:
-        sums = _block_sums(rw, activation, blocks.shape[1])
-        mins = rw.init(f"{name}.weight_offsets", np.ascontiguousarray(blocks.offset.T))
-        rw.nodes.append(helper.make_node("MatMul", [sums, mins], [f"{name}/offset"], name=f"{name}/offset/MatMul"))
-        rw.nodes.append(helper.make_node("Add", [product, f"{name}/offset"], [output], name=f"{name}/offset/Add"))
-        rw.counts["offset terms"] += 1
-    return parts
-
-
 def _replace_matmul(
-    rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], accuracy: int
+    rw: Rewrite, node: onnx.NodeProto, decoded: list[Decoded], compute: Compute
 ) -> list[tuple[str, Blocks]]:
     """Nodes for one builder MatMul; returns its MatMulNBits (stem, blocks) when it is one group."""
     activation, output = node.input[0], node.output[0]
@@ -226,7 +145,7 @@ def _replace_matmul(
         out = output if len(groups) == 1 else f"{name}/output_0"
         quantized = [d.blocks for d in group if d.blocks is not None]
         if quantized:
-            parts = _matmul_nbits(rw, name, activation, concat(quantized), out, accuracy)
+            parts = matmul_nbits(rw, name, activation, concat(quantized), out, compute)
         else:
             weight = rw.init(f"{name}.MatMul.weight", np.concatenate([d.values for d in group]).T)
             rw.nodes.append(helper.make_node("MatMul", [activation, weight], [out], name=f"{name}/MatMul"))
@@ -238,16 +157,28 @@ def _replace_matmul(
     return parts
 
 
-def _gather(rw: Rewrite, name: str, data: str, ids: str, stem: str, blocks: Blocks, output: str) -> None:
-    inputs = [data, ids, f"{stem}.weight_scales"]
-    if zero_points(blocks) is not None:
-        inputs.append(f"{stem}.weight_zp")
-    rw.nodes.append(
-        helper.make_node(
-            "GatherBlockQuantized", inputs, [output], name=name, domain=MS,
-            bits=blocks.bits, block_size=blocks.block, gather_axis=0, quantize_axis=1,
-        )
-    )
+def _fuse_siblings(
+    rw: Rewrite, nodes: list[onnx.NodeProto], decoded: list[list[Decoded]], compute: Compute
+) -> bool:
+    """MatMuls reading one activation (gate and up) as one MatMulNBits and a Split, when they can be.
+
+    Fewer, wider nodes: one kernel call, one block-sum product and one Add instead of one each per
+    matrix; every output column is the same sum over K as before. False (nothing added) when a
+    part is float or the layouts differ.
+    """
+    flat = [d for parts in decoded for d in parts]
+    if any(d.blocks is None for d in flat) or len({d.layout for d in flat}) != 1:
+        return False
+    stems = [n.name.rsplit("/", 2) for n in nodes]  # ["/model/layers.0/mlp", "gate_proj", "MatMul"]
+    base = f"{stems[0][0]}/{'+'.join(stem[1] for stem in stems)}"
+    matmul_nbits(rw, base, nodes[0].input[0], concat([d.blocks for d in flat if d.blocks is not None]),
+                  f"{base}/output_0", compute)
+    sizes = [sum(d.values.shape[0] for d in parts) for parts in decoded]
+    split = rw.init(f"{base}/split", np.array(sizes, np.int64))
+    outputs = [n.output[0] for n in nodes]
+    rw.nodes.append(helper.make_node("Split", [f"{base}/output_0", split], outputs, name=f"{base}/Split", axis=-1))
+    rw.counts["MatMuls fused with a sibling"] += len(nodes)
+    return True
 
 
 def _embedding(rw: Rewrite, node: onnx.NodeProto, embed: Decoded, lm_head: list[tuple[str, Blocks]]) -> str:
@@ -276,7 +207,7 @@ def _embedding(rw: Rewrite, node: onnx.NodeProto, embed: Decoded, lm_head: list[
         rw.nodes.append(
             helper.make_node("Reshape", [f"{stem}.weight_Q{part.bits}", shape], [data], name=f"{base}/Reshape{i}")
         )
-        _gather(rw, f"{base}/GatherBlockQuantized{i}", data, ids, stem, part, out)
+        gather(rw, f"{base}/GatherBlockQuantized{i}", data, ids, stem, part, out)
         outs.append(out)
     if len(outs) > 1:
         rw.nodes.append(helper.make_node("Add", outs, [output], name=f"{base}/Add"))
@@ -295,13 +226,26 @@ def _embedding_source(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]
     return None
 
 
-def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = None) -> JSON:
+def _decoded(gguf: GGUFFile, node: onnx.NodeProto, weights: dict[str, onnx.TensorProto]) -> list[Decoded]:
+    """The GGUF parts behind a MatMul's weight, checked against the builder's float values."""
+    parts = sources(gguf, node.input[1])
+    if parts is None:
+        raise SupplyError(
+            f"graph weight {node.input[1]} has no GGUF tensor onnxkit knows of; the genai builder's "
+            "layout is not the one onnxkit knows"
+        )
+    decoded = [decode(p) for p in parts]
+    _check_same(node.input[1], numpy_helper.to_array(weights[node.input[1]]), decoded)
+    return decoded
+
+
+def carry_blocks(genai_dir: Path, gguf: GGUFFile, plan: Plan | None = None) -> JSON:
     """Rewrite ``genai_dir/model.onnx`` (the builder's fp32 graph of ``gguf``) onto the GGUF's blocks.
 
-    ``accuracy_level``: MatMulNBits' (None: ``DEFAULT_ACCURACY``, float32 activations). Returns what
-    was done, for the model card.
+    ``plan``: how MatMulNBits runs each weight group (None: ``DEFAULT_PLAN``). Returns what was
+    done, for the model card.
     """
-    accuracy = DEFAULT_ACCURACY if accuracy_level is None else accuracy_level
+    plan = DEFAULT_PLAN if plan is None else plan
     path = genai_dir / "model.onnx"
     model = onnx.load(str(path))
     graph = model.graph
@@ -315,6 +259,11 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = N
     kept: list[onnx.NodeProto] = []
     embed_gather: onnx.NodeProto | None = None
     lm_head: list[tuple[str, Blocks]] = []
+    siblings: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
+    for node in graph.node:  # layer MatMuls by the activation they read (gate and up share one)
+        if node.op_type == "MatMul" and node.input[1] in weights and _LAYER.fullmatch(node.input[1]):
+            siblings[node.input[0]].append(node)
+    done: set[str] = set()
     for node in graph.node:
         if node.op_type == "Gather" and _embedding_source(node, producers, set(weights)) is not None:
             embed_gather = node
@@ -323,19 +272,19 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = N
         if node.op_type != "MatMul" or node.input[1] not in weights:
             kept.append(node)
             continue
-        parts = sources(gguf, node.input[1])
-        if parts is None:
-            raise SupplyError(
-                f"graph weight {node.input[1]} has no GGUF tensor onnxkit knows of; the genai builder's "
-                "layout is not the one onnxkit knows"
-            )
-        decoded = [decode(p) for p in parts]
-        _check_same(node.input[1], numpy_helper.to_array(weights[node.input[1]]), decoded)
+        if node.name in done:
+            continue
+        group = siblings.get(node.input[0], [node])
+        decoded = {n.name: _decoded(gguf, n, weights) for n in group}
+        computes = {plan.of(n.input[1]) for n in group}
         start = len(rw.nodes)
-        made = _replace_matmul(rw, node, decoded, accuracy)
+        if len(group) > 1 and len(computes) == 1 and _fuse_siblings(rw, group, list(decoded.values()), *computes):
+            done.update(decoded)
+        else:
+            made = _replace_matmul(rw, node, decoded[node.name], plan.of(node.input[1]))
+            if node.input[1] == LM_HEAD and tied:
+                lm_head = made
         kept.extend(rw.nodes[start:])
-        if node.input[1] == "lm_head.MatMul.weight" and tied:
-            lm_head = made
     if embed_gather is None:
         raise SupplyError(f"{path} has no token-embedding Gather; the genai builder's layout is not one onnxkit knows")
     embed = decode(Part(gguf.tensors[embed_name]))
@@ -343,14 +292,14 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, accuracy_level: int | None = N
     assert source is not None
     table = numpy_helper.to_array(weights[source])
     # A direct table is [vocab, hidden]; a tied one is lm_head's [hidden, vocab] read through a Transpose.
-    _check_same(source, table if source == "lm_head.MatMul.weight" else table.T, [embed])
+    _check_same(source, table if source == LM_HEAD else table.T, [embed])
     start = len(rw.nodes)
     embedding = _embedding(rw, embed_gather, embed, lm_head)
     at = kept.index(embed_gather)
     kept[at : at + 1] = rw.nodes[start:]
     _write(model, kept, rw, path)
     return {
-        "accuracy_level": accuracy,
+        "compute": plan.card(),
         "embedding": embedding,
         "nodes": dict(sorted(rw.counts.items())),
     }
