@@ -24,6 +24,7 @@ from onnxkit.errors import ModelUnavailable, Overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
+A = TypeVar("A")
 
 
 @dataclass
@@ -61,6 +62,13 @@ class Placement:
             return True
         return recent < self.PROBE_BELOW_S and self._threaded >= self.PROBE_EVERY
 
+    async def run(self, fn: Callable[[A], R], arg: A) -> tuple[R, float]:
+        """``fn(arg)`` where the rule says, and the seconds it took there (recorded for the next choice)."""
+        inline = self.inline()
+        result, seconds = _timed(fn, arg) if inline else await asyncio.to_thread(_timed, fn, arg)
+        self.record(seconds, inline)
+        return result, seconds
+
     def record(self, seconds: float, inline: bool) -> None:
         if inline:
             self._threaded = 0
@@ -70,6 +78,13 @@ class Placement:
         else:
             self._threaded += 1
             self._recent = seconds if self._recent is None else 0.8 * self._recent + 0.2 * seconds
+
+
+def _timed(fn: Callable[[A], R], arg: A) -> tuple[R, float]:
+    # Timed where it runs, not around the worker-thread hop (see Placement).
+    t0 = time.perf_counter()
+    result = fn(arg)
+    return result, time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -195,10 +210,7 @@ class Batcher(Generic[T, R]):
     async def _run(self, batch: list[_Pending[T, R]]) -> None:
         started = time.perf_counter()
         items = [p.item for p in batch]
-        inline = self.placement.inline()
-        run = self._timed_apart_on_failure
-        results, compute = run(items) if inline else await asyncio.to_thread(run, items)
-        self.placement.record(compute, inline)
+        results, compute = await self.placement.run(self._apart_on_failure, items)
         for p, r in zip(batch, results, strict=True):
             if p.future.done():
                 continue
@@ -215,12 +227,6 @@ class Batcher(Generic[T, R]):
                     compute_seconds=compute,
                 )
             )
-
-    def _timed_apart_on_failure(self, items: list[T]) -> tuple[Sequence[R | BaseException], float]:
-        # Timed where it runs, not around the worker-thread hop (see Placement).
-        t0 = time.perf_counter()
-        results = self._apart_on_failure(items)
-        return results, time.perf_counter() - t0
 
     def _apart_on_failure(self, items: list[T]) -> Sequence[R | BaseException]:
         """The batch's results; if the merged run fails, each item run alone (its own result or error)."""

@@ -10,7 +10,6 @@ request that caused it fails.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -118,17 +117,12 @@ class TensorModel:
             self._recorder.request(ok, time.perf_counter() - started)
 
     async def _run_one(self, item: _Item) -> dict[str, Array]:
-        inline = self._placement.inline()
-        raw, took = self._timed_run(item) if inline else await asyncio.to_thread(self._timed_run, item)
-        self._placement.record(took, inline)
+        raw, took = await self._placement.run(self._run_item, item)
         self._recorder.batch(1, [0.0], took, rows=item.rows)
         return raw
 
-    def _timed_run(self, item: _Item) -> tuple[dict[str, Array], float]:
-        # Timed where it runs, not around the thread hop (see Placement).
-        t0 = time.perf_counter()
-        raw = self.session.run(item.feeds, item.outputs)
-        return raw, time.perf_counter() - t0
+    def _run_item(self, item: _Item) -> dict[str, Array]:
+        return self.session.run(item.feeds, item.outputs)
 
     def _on_batch(self, batch: BatchStats) -> None:
         phases, self._phases = self._phases, None
