@@ -52,9 +52,21 @@ def uvicorn_config(settings: ServerSettings, models: Sequence[ModelSpec], app: F
     )
 
 
+class _SettledServer(uvicorn.Server):
+    """uvicorn's server that settles the heap once start-up (loading the models) is over."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            from onnxkit.runtime.memory import settle_heap
+
+            settle_heap()
+
+
 def serve_forever(settings: ServerSettings, models: Sequence[ModelSpec]) -> None:
+    """The foreground server of ``onnxkit serve``: this process is the server's own."""
     sock = bind(settings.host, settings.port)
-    server = uvicorn.Server(uvicorn_config(settings, models))
+    server = _SettledServer(uvicorn_config(settings, models))
     server.run(sockets=[sock])
 
 
