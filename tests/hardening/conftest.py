@@ -7,12 +7,13 @@ innocent one succeeds and that /health stays fast while the bad one is handled.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import httpx
@@ -22,8 +23,6 @@ import psutil
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxkit.serve.app import ModelSpec
-from onnxkit.serve.server import Server
 from onnxkit.settings import Limits
 
 LIMITS = Limits(
@@ -67,19 +66,71 @@ def write_repository(root: Path) -> Path:
     return root
 
 
+@dataclass
+class Served:
+    """An ``onnxkit serve`` process: where it answers, and its pid (for its memory)."""
+
+    url: str
+    grpc_port: int
+    pid: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="package")
 def hard_server(
     tiny_chat_model: Path,
     tiny_embed_model: Path,
     task_exports: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Server]:
-    repo = write_repository(tmp_path_factory.mktemp("hard-repo"))
-    models = [ModelSpec("tiny-chat", tiny_chat_model), ModelSpec("tiny-embed", tiny_embed_model),
-              *(ModelSpec(n, p) for n, p in task_exports.items())]  # fmt: skip
-    with Server(models, port=0, grpc_port=0, repositories=(str(repo),), limits=LIMITS, max_body_bytes=BODY_LIMIT,
-                max_batch_delay_ms=30, access_log=False) as s:  # fmt: skip
-        yield s
+) -> Iterator[Served]:
+    """The real ``onnxkit serve`` in its own process, as users run it.
+
+    Not a ``Server`` thread in this process: pytest's heap here holds ~900k objects by the time these
+    tests run, and a full collection of it (~0.5 s, holding the GIL) would stall an in-process server's
+    event loop and be read as the server's fault.
+    """
+    root = tmp_path_factory.mktemp("hard")
+    repo = write_repository(root / "repo")
+    links = root / "models"
+    links.mkdir()
+    for name, path in {"tiny-chat": tiny_chat_model, "tiny-embed": tiny_embed_model, **task_exports}.items():
+        (links / name).symlink_to(path, target_is_directory=True)
+    port, grpc_port = free_port(), free_port()
+    limits = [a for f in fields(LIMITS) for a in ("--limit", f"{f.name}={getattr(LIMITS, f.name)}")]
+    cmd = [sys.executable, "-m", "onnxkit", "serve", *sorted(str(m) for m in links.iterdir()),
+           "--repository", str(repo), "--port", str(port), "--grpc-port", str(grpc_port), *limits,
+           "--max-body-bytes", str(BODY_LIMIT), "--max-batch-delay-ms", "30", "--no-access-log"]  # fmt: skip
+    log = root / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, "ONNXKIT_HOME": str(root / "home")}, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _healthy(url):
+            assert proc.poll() is None, f"onnxkit serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"onnxkit serve not ready in 180 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        yield Served(url, grpc_port, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
 
 
 @dataclass
@@ -92,7 +143,7 @@ class Probe:
 
 
 # The /health poller runs in its own process, so that what it measures is the server, not this process's
-# test threads competing with the in-process server for the GIL.
+# test threads.
 # SIGTERM only ends the loop, so that the last line is never cut in half.
 POLLER = """
 import signal, sys, time, httpx
@@ -110,7 +161,7 @@ with httpx.Client(base_url=sys.argv[1], timeout=10) as c:
 
 
 @pytest.fixture
-def alongside(hard_server: Server) -> Callable[..., Probe]:
+def alongside(hard_server: Served) -> Callable[..., Probe]:
     def run(bad: Callable[[], object], innocent: Callable[[], httpx.Response] | None = None) -> Probe:
         probe = Probe(hard_server.url, [])
         poller = subprocess.Popen([sys.executable, "-c", POLLER, hard_server.url], stdout=subprocess.PIPE, text=True)
@@ -141,9 +192,9 @@ def alongside(hard_server: Server) -> Callable[..., Probe]:
     return run
 
 
-def rss_mb() -> float:
-    """This process's resident memory (the in-process server's, with the test's)."""
-    return float(psutil.Process(os.getpid()).memory_info().rss) / 2**20
+def rss_mb(served: Served) -> float:
+    """The server process's resident memory."""
+    return float(psutil.Process(served.pid).memory_info().rss) / 2**20
 
 
 def error_of(r: httpx.Response) -> str:

@@ -7,16 +7,14 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 
-from onnxkit.serve.server import Server
-
-from .conftest import Probe, error_of
+from .conftest import Probe, Served, error_of
 
 
 def _embed(url: str, body: dict[str, object]) -> httpx.Response:
     return httpx.post(url + "/v1/embeddings", json=body, timeout=60)
 
 
-def test_bad_embedding_inputs_fail_alone(hard_server: Server, alongside: Callable[..., Probe]) -> None:
+def test_bad_embedding_inputs_fail_alone(hard_server: Served, alongside: Callable[..., Probe]) -> None:
     url = hard_server.url
     bad_bodies = [
         (b'{"model": "tiny-embed", "input": ["fine", "\\ud800"]}', "surrogate"),  # a lone surrogate
@@ -36,7 +34,7 @@ def test_bad_embedding_inputs_fail_alone(hard_server: Server, alongside: Callabl
         assert needle in error_of(answers[0]), error_of(answers[0])
 
 
-def test_an_absurd_padded_dim_fails_alone(hard_server: Server, alongside: Callable[..., Probe]) -> None:
+def test_an_absurd_padded_dim_fails_alone(hard_server: Served, alongside: Callable[..., Probe]) -> None:
     """pad: batched (50 ms window) with pad_variable_dims. A shape [0, 10^9] claims no data but would pad its
     companions to 10^9 columns: it is refused by the element bound before anything is allocated."""
     url = hard_server.url + "/v2/models/pad/infer"
@@ -49,7 +47,7 @@ def test_an_absurd_padded_dim_fails_alone(hard_server: Server, alongside: Callab
     assert "max_tensor_elements" in error_of(answers[0])
 
 
-def test_requests_too_wide_to_pad_together_run_apart(hard_server: Server, alongside: Callable[..., Probe]) -> None:
+def test_requests_too_wide_to_pad_together_run_apart(hard_server: Served, alongside: Callable[..., Probe]) -> None:
     """[1, 90000] and [4, 2] are each within the bound; padded together (5 x 90000) they are not: both run,
     one after the other, and both are answered."""
     url = hard_server.url + "/v2/models/pad/infer"
@@ -63,7 +61,7 @@ def test_requests_too_wide_to_pad_together_run_apart(hard_server: Server, alongs
     assert out["shape"] == [1, 90000] and np.allclose(out["data"][:3], 2.0)
 
 
-def test_a_failing_merged_run_is_rerun_apart(hard_server: Server) -> None:
+def test_a_failing_merged_run_is_rerun_apart(hard_server: Served) -> None:
     """Two requests merged into one embeddings batch, one of them too long for the model: only it fails."""
     import threading
 

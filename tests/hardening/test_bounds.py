@@ -14,9 +14,8 @@ import tritonclient.grpc as tg
 
 from onnxkit.serve._proto import grpc_service_pb2 as pb
 from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
-from onnxkit.serve.server import Server
 
-from .conftest import BODY_LIMIT, LIMITS, Probe, error_of, rss_mb
+from .conftest import BODY_LIMIT, LIMITS, Probe, Served, error_of, rss_mb
 
 
 def _post(url: str, path: str, body: object) -> httpx.Response:
@@ -48,7 +47,7 @@ def _innocent_embed(url: str) -> Callable[[], httpx.Response]:
     ],
 )  # fmt: skip
 def test_request_bounds(
-    hard_server: Server, alongside: Callable[..., Probe], path: str, body: object, status: int, bound: str
+    hard_server: Served, alongside: Callable[..., Probe], path: str, body: object, status: int, bound: str
 ) -> None:
     url = hard_server.url
     answers: list[httpx.Response] = []
@@ -57,19 +56,19 @@ def test_request_bounds(
     assert bound in error_of(answers[0])
 
 
-def test_a_huge_input_list_is_refused_before_any_work(hard_server: Server, alongside: Callable[..., Probe]) -> None:
+def test_a_huge_input_list_is_refused_before_any_work(hard_server: Served, alongside: Callable[..., Probe]) -> None:
     """~200k inputs in a body under the limit: refused by the inputs bound, quickly, memory untouched."""
     url = hard_server.url
     body = json.dumps({"model": "tiny-embed", "input": ["a"] * 200_000}).encode()
     assert len(body) < BODY_LIMIT
-    before = rss_mb()
+    before = rss_mb(hard_server)
     answers: list[httpx.Response] = []
     alongside(lambda: answers.append(httpx.post(url + "/v1/embeddings", content=body, timeout=60,
                                                 headers={"content-type": "application/json"})),
               _innocent_embed(url))  # fmt: skip
     assert answers[0].status_code == 413 and "max_inputs" in error_of(answers[0])
     assert answers[0].elapsed.total_seconds() < 5
-    assert rss_mb() - before < 100
+    assert rss_mb(hard_server) - before < 100
 
 
 @pytest.mark.parametrize(
@@ -81,10 +80,10 @@ def test_a_huge_input_list_is_refused_before_any_work(hard_server: Server, along
     ],
 )
 def test_tensor_shapes_are_bounded_before_allocation(
-    hard_server: Server, alongside: Callable[..., Probe], shape: list[int], data: list[float], needle: str
+    hard_server: Served, alongside: Callable[..., Probe], shape: list[int], data: list[float], needle: str
 ) -> None:
     url = hard_server.url
-    before = rss_mb()
+    before = rss_mb(hard_server)
     answers: list[httpx.Response] = []
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": data}]}
     alongside(lambda: answers.append(_post(url, "/v2/models/pad/infer", body)),
@@ -92,10 +91,10 @@ def test_tensor_shapes_are_bounded_before_allocation(
                             {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}))
     assert answers[0].status_code in (400, 413), answers[0].text
     assert needle in error_of(answers[0])
-    assert rss_mb() - before < 100
+    assert rss_mb(hard_server) - before < 100
 
 
-def test_binary_bytes_claims_are_checked_against_the_bytes(hard_server: Server) -> None:
+def test_binary_bytes_claims_are_checked_against_the_bytes(hard_server: Served) -> None:
     """A BYTES input claiming 50k elements in 8 bytes: refused before splitting anything."""
     header = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [50_000],
                                       "parameters": {"binary_data_size": 8}}]}).encode()  # fmt: skip
@@ -105,10 +104,10 @@ def test_binary_bytes_claims_are_checked_against_the_bytes(hard_server: Server) 
     assert r.status_code == 400 and "cannot hold them" in error_of(r)
 
 
-def test_grpc_messages_over_the_body_limit_are_refused_quickly(hard_server: Server) -> None:
+def test_grpc_messages_over_the_body_limit_are_refused_quickly(hard_server: Served) -> None:
     """A gRPC request larger than --max-body-bytes is refused by gRPC itself, before it is decoded."""
     assert hard_server.grpc_port is not None
-    before = rss_mb()
+    before = rss_mb(hard_server)
     with grpc.insecure_channel(f"127.0.0.1:{hard_server.grpc_port}",
                                options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:  # fmt: skip
         stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
@@ -119,7 +118,7 @@ def test_grpc_messages_over_the_body_limit_are_refused_quickly(hard_server: Serv
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(request, timeout=30)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert rss_mb() - before < 100
+    assert rss_mb(hard_server) - before < 100
     # and the server still answers gRPC
     client = tg.InferenceServerClient(f"127.0.0.1:{hard_server.grpc_port}")
     x = tg.InferInput("x", [1, 4], "FP32")

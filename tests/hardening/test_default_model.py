@@ -12,6 +12,8 @@ import pytest
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.server import Server
 
+from .conftest import Served
+
 SEED_BODY = {
     "model": "",
     "messages": [{"role": "system", "content": "You are a helpful assistant."},
@@ -21,7 +23,7 @@ SEED_BODY = {
 }  # fmt: skip
 
 
-def test_the_seed_clients_request_gets_the_chat_model(hard_server: Server) -> None:
+def test_the_seed_clients_request_gets_the_chat_model(hard_server: Served) -> None:
     r = httpx.post(hard_server.url + "/v1/chat/completions", json=SEED_BODY, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["model"] == "tiny-chat"
@@ -34,7 +36,7 @@ def test_the_seed_clients_request_gets_the_chat_model(hard_server: Server) -> No
     assert emb.status_code == 200 and emb.json()["model"] == "tiny-embed"
 
 
-def test_models_list_says_which_is_the_default(hard_server: Server) -> None:
+def test_models_list_says_which_is_the_default(hard_server: Served) -> None:
     data = {m["id"]: m for m in httpx.get(hard_server.url + "/v1/models").json()["data"]}
     assert data["tiny-chat"]["default"] is True and data["tiny-embed"]["default"] is True
     assert data["mlp"]["default"] is False  # tensor models are only ever named

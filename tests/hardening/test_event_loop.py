@@ -7,16 +7,14 @@ from collections.abc import Callable
 
 import httpx
 
-from onnxkit.serve.server import Server
-
-from .conftest import BODY_LIMIT, Probe, error_of
+from .conftest import BODY_LIMIT, Probe, Served, error_of
 
 
 def _send(url: str, path: str, body: bytes) -> httpx.Response:
     return httpx.post(url + path, content=body, headers={"content-type": "application/json"}, timeout=120)
 
 
-def test_large_bodies_leave_the_event_loop_free(hard_server: Server, alongside: Callable[..., Probe]) -> None:
+def test_large_bodies_leave_the_event_loop_free(hard_server: Served, alongside: Callable[..., Probe]) -> None:
     url = hard_server.url
     text = "paris is a city in france " * 36_000  # ~0.9 MB of text: tokenizing it takes a while
     bodies = [
@@ -36,7 +34,7 @@ def test_large_bodies_leave_the_event_loop_free(hard_server: Server, alongside: 
             assert "tokens" in error_of(answers[0])
 
 
-def test_a_large_tensor_body_leaves_the_event_loop_free(hard_server: Server, alongside: Callable[..., Probe]) -> None:
+def test_a_large_tensor_body_leaves_the_event_loop_free(hard_server: Served, alongside: Callable[..., Probe]) -> None:
     url = hard_server.url
     rows = 24_000
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": [0.25] * (rows * 4)}]}

@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from onnxkit.serve.server import Server
+from .conftest import Served
 
 EXAMPLES = 100
 MODELS = {
@@ -44,7 +44,7 @@ def _steer(case: schemathesis.Case) -> None:
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_request_gets_a_5xx_or_a_dropped_connection(hard_server: Server, mode: GenerationMode) -> None:
+def test_no_request_gets_a_5xx_or_a_dropped_connection(hard_server: Served, mode: GenerationMode) -> None:
     schema = schemathesis.openapi.from_url(hard_server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     # the routes that take bodies are described, KServe's and TF-Serving's too

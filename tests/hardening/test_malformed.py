@@ -12,9 +12,8 @@ import pytest
 
 from onnxkit.serve._proto import grpc_service_pb2 as pb
 from onnxkit.serve._proto import grpc_service_pb2_grpc as pb_grpc
-from onnxkit.serve.server import Server
 
-from .conftest import Probe
+from .conftest import Probe, Served
 
 X = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}
 
@@ -49,7 +48,7 @@ X = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}
     ],
 )
 def test_kserve_rest_malformed_is_400(
-    hard_server: Server, alongside: Callable[..., Probe], body: object
+    hard_server: Served, alongside: Callable[..., Probe], body: object
 ) -> None:
     url = hard_server.url + "/v2/models/mlp/infer"
     answers: list[httpx.Response] = []
@@ -70,13 +69,13 @@ def test_kserve_rest_malformed_is_400(
         (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [NaN, 1, 2, 3]}]}', {}),
     ],
 )
-def test_kserve_rest_bad_bytes_are_400(hard_server: Server, raw: bytes, headers: dict[str, str]) -> None:
+def test_kserve_rest_bad_bytes_are_400(hard_server: Served, raw: bytes, headers: dict[str, str]) -> None:
     r = httpx.post(hard_server.url + "/v2/models/mlp/infer", content=raw, headers=headers, timeout=30)
     assert r.status_code == 400, r.text
     assert isinstance(r.json()["error"], str)
 
 
-def _grpc_infer(server: Server, request: pb.ModelInferRequest) -> grpc.RpcError:
+def _grpc_infer(server: Served, request: pb.ModelInferRequest) -> grpc.RpcError:
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.RpcError) as caught:
@@ -84,7 +83,7 @@ def _grpc_infer(server: Server, request: pb.ModelInferRequest) -> grpc.RpcError:
     return caught.value
 
 
-def test_grpc_malformed_is_invalid_argument(hard_server: Server) -> None:
+def test_grpc_malformed_is_invalid_argument(hard_server: Served) -> None:
     def request(**shape_kw: object) -> pb.ModelInferRequest:
         r = pb.ModelInferRequest(model_name="mlp")
         shape = shape_kw.get("shape", [1, 4])
@@ -122,7 +121,7 @@ def test_grpc_malformed_is_invalid_argument(hard_server: Server) -> None:
         ("mlp", {"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, "exactly one"),
     ],
 )
-def test_tfserving_malformed_is_400(hard_server: Server, model: str, body: object, needle: str) -> None:
+def test_tfserving_malformed_is_400(hard_server: Served, model: str, body: object, needle: str) -> None:
     r = httpx.post(hard_server.url + f"/v1/models/{model}:predict", json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert needle in r.json()["error"], r.json()
@@ -141,7 +140,7 @@ def test_tfserving_malformed_is_400(hard_server: Server, model: str, body: objec
         ("/v1/qa", {"question": "a", "context": ["c"]}),
     ],
 )
-def test_openai_and_task_routes_malformed_is_400(hard_server: Server, path: str, body: object) -> None:
+def test_openai_and_task_routes_malformed_is_400(hard_server: Served, path: str, body: object) -> None:
     r = httpx.post(hard_server.url + path, json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}

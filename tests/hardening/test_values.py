@@ -5,9 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from onnxkit.serve.server import Server
-
-from .conftest import error_of
+from .conftest import Served, error_of
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -29,7 +27,7 @@ MSG = [{"role": "user", "content": "hi"}]
         ("/v1/embeddings", {"input": [[]]}, "input"),
     ],
 )
-def test_out_of_range_values_are_400(hard_server: Server, path: str, body: dict[str, object], param: str) -> None:
+def test_out_of_range_values_are_400(hard_server: Served, path: str, body: dict[str, object], param: str) -> None:
     bound = {} if path == "/v1/embeddings" else {"max_tokens": 4}  # embeddings refuse a field they do not honour
     r = httpx.post(hard_server.url + path, json={**bound, **body}, timeout=60)
     assert r.status_code == 400, r.text
@@ -38,7 +36,7 @@ def test_out_of_range_values_are_400(hard_server: Server, path: str, body: dict[
     assert "pybind" not in err["message"] and "C++" not in err["message"]
 
 
-def test_large_seeds_are_honoured_within_the_runtime(hard_server: Server) -> None:
+def test_large_seeds_are_honoured_within_the_runtime(hard_server: Served) -> None:
     """OpenAI's seed is 64-bit; onnxruntime-genai's 32-bit. The same large seed gives the same text twice."""
     body = {"messages": MSG, "max_tokens": 12, "temperature": 1.0, "seed": 2**62 + 12345}
     texts = [httpx.post(hard_server.url + "/v1/chat/completions", json=body, timeout=60).json()
@@ -46,7 +44,7 @@ def test_large_seeds_are_honoured_within_the_runtime(hard_server: Server) -> Non
     assert texts[0] == texts[1]
 
 
-def test_text_that_is_not_unicode_is_400(hard_server: Server) -> None:
+def test_text_that_is_not_unicode_is_400(hard_server: Served) -> None:
     for raw in (b'{"messages": [{"role": "user", "content": "\\udc80"}]}', b'{"input": "\xff\xfe"}'):
         path = "/v1/chat/completions" if b"messages" in raw else "/v1/embeddings"
         r = httpx.post(hard_server.url + path, content=raw, headers={"content-type": "application/json"})
