@@ -15,7 +15,9 @@
    and plans with int8 activations (accuracy_level 4, as llama.cpp computes) in some weight groups
    (gguf_compute's table): the export gate's next-token cosine to the dequantized float model,
    greedy 32-token continuations identical to its on DEV_PROMPTS (for choosing) and on the
-   integration test's twenty prompts (reported), and raw decode tokens/s.
+   integration test's twenty prompts (reported), and raw decode tokens/s. Where llama-cpp-python is
+   built: the same counts for llama.cpp itself (its greedy continuations of the same token ids), and
+   how many of each plan's continuations are identical to llama.cpp's.
 
 Results print as a table and land in bench/results/bench_gguf.json.
 """
@@ -185,6 +187,38 @@ def plans() -> dict[str, Any]:
     }
 
 
+# Greedy continuations from llama.cpp itself (its own CPU kernels, which quantize activations to int8
+# per block as accuracy_level 4 does), on the same token ids, in llama-cpp-python's virtualenv.
+LLAMA_GREEDY = r"""
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+job = json.load(sys.stdin)
+llm = Llama(model_path=job["gguf"], n_ctx=1024, n_threads=job["threads"], logits_all=True, verbose=False)
+out = []
+for ids in job["prompts"]:
+    llm.reset()
+    llm.eval(ids)
+    new = []
+    for _ in range(job["new"]):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        new.append(token)
+        if token in job["eos"]:
+            break
+        llm.eval([token])
+    out.append(new)
+print(json.dumps(out))
+"""
+
+
+def llamacpp_greedy(gguf: Path, prompts: list[list[int]], eos: list[int], new: int = 32) -> list[list[int]]:
+    job = {"gguf": str(gguf), "prompts": prompts, "eos": eos, "new": new, "threads": os.cpu_count() or 1}
+    done = subprocess.run([str(LLAMA_PY), "-c", LLAMA_GREEDY], input=json.dumps(job), capture_output=True,
+                          text=True, timeout=1800, check=True)  # fmt: skip
+    result: list[list[int]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def parity(gguf: Path, work: Path) -> dict[str, Any]:
     """Each compute plan against the dequantized float model: the export gate's next-token cosine,
     greedy 32-token continuations identical on DEV_PROMPTS and on the integration test's twenty,
@@ -232,6 +266,16 @@ def parity(gguf: Path, work: Path) -> dict[str, Any]:
         return logits, [int(t) for t in generator.get_sequence(0)[len(ids) :]]
 
     results: dict[str, Any] = {}
+    llama: dict[str, list[list[int]]] = {}
+    if LLAMA_PY.is_file():
+        eos = reference.generation_config.eos_token_id
+        eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos])]
+        llama = {key: llamacpp_greedy(gguf, [ids for ids, _ in pairs], eos_ids) for key, pairs in greedy.items()}
+        results["llama.cpp on the GGUF (its own kernels)"] = {
+            f"greedy_identical_{key}_of_20": sum(g == want for g, (_, want) in zip(got, greedy[key], strict=True))
+            for key, got in llama.items()
+        }
+        print("llama.cpp", results["llama.cpp on the GGUF (its own kernels)"], flush=True)
     for i, (label, plan) in enumerate(plans().items()):
         folder = work / f"plan{i}"
         shutil.copytree(fp32, folder)
@@ -241,10 +285,13 @@ def parity(gguf: Path, work: Path) -> dict[str, Any]:
         for ids, want in zip(gate, gate_logits, strict=True):
             got = run(model, ids, 1)[0][: want.shape[0]]
             cosines.append(float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))))
-        counts = {k: sum(run(model, ids, 32)[1] == want for ids, want in v) for k, v in greedy.items()}
+        outputs = {k: [run(model, ids, 32)[1] for ids, _ in v] for k, v in greedy.items()}
+        counts = {k: sum(got == want for got, (_, want) in zip(outputs[k], v, strict=True)) for k, v in greedy.items()}
         results[label] = {"plan": plan.card(), "gate_min_cosine": round(min(cosines), 5),
                           "greedy_identical_dev_of_20": counts["dev"], "greedy_identical_test_of_20": counts["test"],
                           "raw_decode_tok_s": round(raw_decode(folder, 64), 1)}
+        for k, theirs in llama.items():  # and against llama.cpp's own answers
+            results[label][f"same_as_llamacpp_{k}_of_20"] = sum(a == b for a, b in zip(outputs[k], theirs, strict=True))
         print(label, results[label], flush=True)
         del model
         shutil.rmtree(folder)
