@@ -84,6 +84,31 @@ def test_settling_the_heap_takes_start_ups_objects_out_of_full_collections() -> 
     assert out["after"] < out["before"] / 5, out
 
 
+LIFESPAN = r"""
+import asyncio, gc, json
+from onnxkit.serve.middleware import SettleAfterStartup
+seen = {}
+async def app(scope, receive, send):
+    assert (await receive())["type"] == "lifespan.startup"
+    seen["while_starting"] = gc.get_freeze_count()
+    await send({"type": "lifespan.startup.complete"})
+async def main():
+    async def receive():
+        return {"type": "lifespan.startup"}
+    async def send(message):
+        seen["when_sent"] = gc.get_freeze_count()
+    await SettleAfterStartup(app)({"type": "lifespan"}, receive, send)
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+def test_the_heap_is_settled_when_start_up_completes_not_before() -> None:
+    done = subprocess.run([sys.executable, "-c", LIFESPAN], capture_output=True, text=True, timeout=60, check=True)
+    seen = json.loads(done.stdout)
+    assert seen["while_starting"] == 0 and seen["when_sent"] > 1000, seen
+
+
 SERVE = r"""
 import gc, os, signal, sys, threading, time, httpx
 from onnxkit.serve.app import ModelSpec

@@ -18,7 +18,8 @@ default models. Python's full (generation 2) collection walks all of them each t
 here, holding the GIL, so the event loop answers nothing meanwhile. ``settle_heap`` collects once and
 then freezes what survived (``gc.freeze``): later full collections walk only what was made after
 start-up. Frozen objects are never collected; they are the ones that live as long as the process.
-Like ``tune_malloc``, only ``onnxkit serve``'s own process calls it, once its models are loaded.
+Only a process that is the server's own settles its heap (``onnxkit serve``, a Ray replica), once
+its models are loaded (``serve.middleware.SettleAfterStartup``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
 - ``CancelOnDisconnect``: the one disconnect rule for every route. Once a request's body is read,
   a client that goes away cancels the request's task wherever it waits (a batch queue, an engine
   stream, a worker), so no work runs for nobody.
+- ``SettleAfterStartup``: in a process that is the server's own (``onnxkit serve``, a Ray replica),
+  the heap is settled once the lifespan's start-up, which loads the models, completes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from onnxkit.errors import InternalError, OnnxkitError, PayloadTooLarge, Unauthorized
+from onnxkit.runtime.memory import settle_heap
 from onnxkit.serve.errors import error_bytes
 
 Scope = MutableMapping[str, Any]
@@ -229,3 +232,23 @@ class Shield:
                 return
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             await send_error(scope, send, InternalError("internal error; see the server log"))
+
+
+class SettleAfterStartup:
+    """Settles the heap (``runtime.memory.settle_heap``) once start-up completes: the models are loaded,
+    and what start-up made lives as long as the process. Only for a process that is the server's own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def settled(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                settle_heap()
+            await send(message)
+
+        await self.app(scope, receive, settled)

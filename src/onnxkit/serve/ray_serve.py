@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from onnxkit.serve.app import ModelSpec
-from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send
+from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send, SettleAfterStartup
 from onnxkit.serve.ray_front import APP_NAME, DEPLOYMENT, VIA, answer
 from onnxkit.serve.ray_grpc import KServeGrpc
 from onnxkit.serve.ray_shipping import Shipment, land, ship
@@ -63,8 +63,9 @@ class OnnxkitReplica(KServeGrpc):
         app = create_app(self.settings, self.models)
         self.servicer = Servicer(app.state.onnxkit)
         # kept for asgi_call (not as self.app: serve.ingress defines that)
-        self.onnxkit_app: ASGIApp = ClusterHealth(wrap(app, self.settings), app_name=self.app_name,
-                                                  driver_pid=self.driver_pid)
+        # A replica's process is its own: its heap is settled once its models are loaded.
+        self.onnxkit_app: ASGIApp = SettleAfterStartup(ClusterHealth(wrap(app, self.settings), app_name=self.app_name,
+                                                                     driver_pid=self.driver_pid))
         return self.onnxkit_app
 
     async def asgi_call(self, scope: Scope, body: bytes) -> AsyncIterator[list[Message]]:

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.serve.app import ModelSpec, create_app, wrap
+from onnxkit.serve.middleware import SettleAfterStartup
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
 
@@ -42,9 +43,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(settings: ServerSettings, models: Sequence[ModelSpec], app: FastAPI | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    settings: ServerSettings, models: Sequence[ModelSpec], app: FastAPI | None = None, *, own_process: bool = False
+) -> uvicorn.Config:
+    """``own_process``: the process is the server's (``onnxkit serve``), so its heap is settled after start-up."""
+    asgi = wrap(app or create_app(settings, models), settings)
     return uvicorn.Config(
-        wrap(app or create_app(settings, models), settings),
+        SettleAfterStartup(asgi) if own_process else asgi,
         log_level="warning",
         access_log=False,  # onnxkit's own access log middleware writes one line per request
         timeout_graceful_shutdown=10,
@@ -52,22 +57,10 @@ def uvicorn_config(settings: ServerSettings, models: Sequence[ModelSpec], app: F
     )
 
 
-class _SettledServer(uvicorn.Server):
-    """uvicorn's server that settles the heap once start-up (loading the models) is over."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            from onnxkit.runtime.memory import settle_heap
-
-            settle_heap()
-
-
 def serve_forever(settings: ServerSettings, models: Sequence[ModelSpec]) -> None:
     """The foreground server of ``onnxkit serve``: this process is the server's own."""
     sock = bind(settings.host, settings.port)
-    server = _SettledServer(uvicorn_config(settings, models))
-    server.run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(settings, models, own_process=True)).run(sockets=[sock])
 
 
 class Server:
