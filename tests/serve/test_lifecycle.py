@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -67,3 +69,46 @@ def test_detach_reports_a_model_that_cannot_load(tmp_path: Path) -> None:
     assert "broken" in r.stderr and "failed to load" in r.stderr, r.stderr
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health")
+
+
+def test_port_0_serves_on_a_free_port_that_the_first_line_names(tiny_embed_model: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "ONNXKIT_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "onnxkit", "serve", str(tiny_embed_model), "--port", "0",
+                             "--no-access-log"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r" on http://127\.0\.0\.1:(\d+);", line)
+        assert match and match.group(1) != "0", line
+        port = match.group(1)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("status") == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the server never answered on its port"
+            time.sleep(0.1)
+        stop = onnxkit("stop", "--port", port, home=tmp_path)  # the pid file names the real port
+        assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stdout + stop.stderr
+        assert proc.wait(timeout=60) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_port_0_is_refused_with_detach(tiny_embed_model: Path, tmp_path: Path) -> None:
+    r = onnxkit("serve", str(tiny_embed_model), "--port", "0", "--detach", home=tmp_path)
+    assert r.returncode == 1 and "--port 0" in r.stderr and "--detach" in r.stderr, r.stderr
+
+
+def test_a_port_in_use_is_named(tiny_embed_model: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = onnxkit("serve", str(tiny_embed_model), "--port", port, home=tmp_path)
+    assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr

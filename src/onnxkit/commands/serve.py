@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("models", nargs="*", metavar="MODEL")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080,
+                   help="0: any free port, named by the line printed at start (not with --detach or --ray)")
     p.add_argument("--api-key", default=os.environ.get("ONNXKIT_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (env ONNXKIT_API_KEY)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: all cores)")
@@ -124,9 +126,13 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     scaling = check_ray_flags(args)
+    if settings.port == 0 and (args.detach or scaling is not None):
+        raise OnnxkitError("--port 0 (any free port) is for a foreground server without --ray: "
+                           f"{'--detach waits for the server on its port' if args.detach else 'Ray needs its port'}; "
+                           "give a port")  # fmt: skip
     tensor_serving = bool(args.repository or args.config)
     specs = args.models or ([] if tensor_serving else list(DEFAULT_MODELS))
-    running = server.probe(settings.host, settings.port)
+    running = server.probe(settings.host, settings.port) if settings.port else None
     if running:
         print(f"an onnxkit server is already running on {settings.host}:{settings.port} "
               f"(pid {running.get('pid')}); nothing to do")
@@ -136,25 +142,31 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         argv = sys.argv[1:] if sys.argv[1:2] == ["serve"] else ["serve", *specs]
         if scaling is not None:  # wait for Ray's proxy where this machine reaches it
-            from dataclasses import replace
-
             from onnxkit.serve.ray_cluster import probe_host
 
             address = None if args.ray == "local" else args.ray
             return detach(replace(settings, host=probe_host(settings.host, address)), argv)
         return detach(settings, argv)
-    server.write_pidfile(settings)
     if scaling is not None:
+        server.write_pidfile(settings)
         return serve_on_ray(args, settings, models, scaling)
+    # Bound here, so that the line below (and the pid file) name the port, --port 0's free one too.
+    try:
+        sock = server.bind(settings.host, settings.port)
+    except OSError as exc:
+        raise OnnxkitError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
+    settings = replace(settings, port=int(sock.getsockname()[1]))
+    server.write_pidfile(settings)
     from onnxkit.runtime.memory import tune_malloc
 
     tune_malloc()  # before the server starts its threads: their arenas are capped too
     what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
-    grpc = f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port is not None else ""
+    grpc = "" if settings.grpc_port is None else (
+        f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port else " and gRPC on a free port")
     url = f"http://{settings.host}:{settings.port}"
     print(f"serving {', '.join(what)} on {url}{grpc}; the web page: {url}/ui", flush=True)
     try:
-        server.serve_forever(settings, models)
+        server.serve_forever(settings, models, sock)
     finally:
         server.pidfile(settings.port).unlink(missing_ok=True)
     return 0

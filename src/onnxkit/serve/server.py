@@ -57,9 +57,9 @@ def uvicorn_config(
     )
 
 
-def serve_forever(settings: ServerSettings, models: Sequence[ModelSpec]) -> None:
-    """The foreground server of ``onnxkit serve``: this process is the server's own."""
-    sock = bind(settings.host, settings.port)
+def serve_forever(settings: ServerSettings, models: Sequence[ModelSpec], sock: socket.socket | None = None) -> None:
+    """The foreground server of ``onnxkit serve``: this process is the server's own. ``sock``: already bound."""
+    sock = sock or bind(settings.host, settings.port)
     uvicorn.Server(uvicorn_config(settings, models, own_process=True)).run(sockets=[sock])
 
 
