@@ -127,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     scaling = check_ray_flags(args)
     if settings.port == 0 and (args.detach or scaling is not None):
-        raise OnnxkitError("--port 0 (any free port) is for a foreground server without --ray: "
-                           f"{'--detach waits for the server on its port' if args.detach else 'Ray needs its port'}; "
-                           "give a port")  # fmt: skip
+        needs = "--detach waits for the server on its port" if args.detach else "Ray's proxy listens on a given port"
+        raise OnnxkitError(f"--port 0 (any free port) is for a foreground server without --ray: {needs}; give a port")
     tensor_serving = bool(args.repository or args.config)
     specs = args.models or ([] if tensor_serving else list(DEFAULT_MODELS))
     running = server.probe(settings.host, settings.port) if settings.port else None
