@@ -270,7 +270,8 @@ def parity(gguf: Path, work: Path) -> dict[str, Any]:
     if LLAMA_PY.is_file():
         eos = reference.generation_config.eos_token_id
         eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos])]
-        llama = {key: llamacpp_greedy(gguf, [ids for ids, _ in pairs], eos_ids) for key, pairs in greedy.items()}
+        answers = iter(llamacpp_greedy(gguf, [ids for pairs in greedy.values() for ids, _ in pairs], eos_ids))
+        llama = {key: [next(answers) for _ in pairs] for key, pairs in greedy.items()}  # one model load for all
         results["llama.cpp on the GGUF (its own kernels)"] = {
             f"greedy_identical_{key}_of_20": sum(g == want for g, (_, want) in zip(got, greedy[key], strict=True))
             for key, got in llama.items()
