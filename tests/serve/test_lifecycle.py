@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -112,3 +114,29 @@ def test_a_port_in_use_is_named(tiny_embed_model: Path, tmp_path: Path) -> None:
         port = str(taken.getsockname()[1])
         r = onnxkit("serve", str(tiny_embed_model), "--port", port, home=tmp_path)
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("record", [
+    lambda pid: {"pid": pid, "started": 1.0, "host": "127.0.0.1"},  # a server that started long ago had this pid
+    lambda pid: {"pid": pid, "host": "127.0.0.1"},  # an older pid file, without a start time
+    lambda pid: "{\"pid\": ",  # cut short
+])  # fmt: skip
+def test_stop_never_signals_a_process_that_reused_a_dead_servers_pid(
+    tmp_path: Path, record: Callable[[int], object]
+) -> None:
+    # The server on this port died without removing its pid file, and the system gave its pid to
+    # another process: `onnxkit stop` must call the file stale, not send that process SIGTERM.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        port = free_port()
+        run = tmp_path / "run"
+        run.mkdir()
+        content = record(other.pid)
+        (run / f"server-{port}.json").write_text(content if isinstance(content, str) else json.dumps(content))
+        r = onnxkit("stop", "--port", str(port), home=tmp_path)
+        assert r.returncode == 0 and "stale pid file" in r.stdout, r.stdout + r.stderr
+        assert other.poll() is None, "onnxkit stop signalled a process that is not its server"
+        assert not (run / f"server-{port}.json").exists()
+    finally:
+        other.kill()
+        other.wait()

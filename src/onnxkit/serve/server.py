@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import psutil
 import uvicorn
 from fastapi import FastAPI
 
@@ -212,8 +213,10 @@ def probe(host: str, port: int, timeout: float = 1.0) -> dict[str, Any] | None:
 
 
 def write_pidfile(settings: ServerSettings) -> Path:
+    """``started`` (the process's start time) tells this server from a later process given its pid."""
     path = pidfile(settings.port)
-    path.write_text(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port}))
+    started = psutil.Process().create_time()
+    path.write_text(json.dumps({"pid": os.getpid(), "started": started, "host": settings.host, "port": settings.port}))
     return path
 
 
@@ -222,8 +225,9 @@ def stop_server(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> st
     path = pidfile(port)
     pid = int(info["pid"]) if info and "pid" in info else None
     if pid is None and path.is_file():
-        pid = int(json.loads(path.read_text())["pid"])
-        if not _alive(pid):
+        record = _read_pidfile(path)
+        pid = record.get("pid") if isinstance(record.get("pid"), int) else None
+        if pid is None or not _ours(pid, record):
             path.unlink(missing_ok=True)
             return f"no onnxkit server is running on port {port} (removed a stale pid file)"
     if pid is None:
@@ -236,6 +240,29 @@ def stop_server(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> st
         raise OnnxkitError(f"onnxkit server (pid {pid}) did not stop within {timeout:.0f} s")
     path.unlink(missing_ok=True)
     return f"stopped the onnxkit server on port {port} (pid {pid})"
+
+
+def _read_pidfile(path: Path) -> dict[str, Any]:
+    """The pid file's record; an empty one where it is not JSON (cut short by a crash): stale."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _ours(pid: int, record: dict[str, Any]) -> bool:
+    """Whether ``pid`` is still the server its pid file names, not a later process that was given its
+    pid (pids are reused): same start time, or, in a pid file written without one, onnxkit's command line."""
+    if not _alive(pid):
+        return False
+    try:
+        process = psutil.Process(pid)
+        if "started" in record:
+            return abs(process.create_time() - float(record["started"])) < 0.5
+        return "onnxkit" in " ".join(process.cmdline())
+    except (psutil.Error, ValueError, TypeError):
+        return False
 
 
 def _alive(pid: int) -> bool:
