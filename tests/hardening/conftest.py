@@ -68,11 +68,12 @@ def write_repository(root: Path) -> Path:
 
 @dataclass
 class Served:
-    """An ``onnxkit serve`` process: where it answers, and its pid (for its memory)."""
+    """An ``onnxkit serve`` process: where it answers, its pid (for its memory) and its log."""
 
     url: str
     grpc_port: int
     pid: int
+    log: Path
 
 
 def free_port() -> int:
@@ -116,7 +117,7 @@ def hard_server(
             assert proc.poll() is None, f"onnxkit serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"onnxkit serve not ready in 180 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.1)
-        yield Served(url, grpc_port, proc.pid)
+        yield Served(url, grpc_port, proc.pid, log)
     finally:
         proc.terminate()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ import pytest
 
 from onnxkit.serve.app import ModelSpec
 from onnxkit.serve.server import Server
+
+from .conftest import Served
 
 
 def generated(url: str) -> float:
@@ -93,3 +96,35 @@ def test_a_queued_embeddings_request_whose_client_left_never_runs(tiny_embed_mod
         assert stayed.status_code == 200
         (stats,) = httpx.get(s.url + "/v2/models/e/stats").json()["model_stats"]
     assert stats["inference_count"] == 1  # the five texts of the request that left were never embedded
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/embeddings",  # OpenAI
+        "/v1/chat/completions",
+        "/v1/models/words:predict",  # TF-Serving
+        "/v2/repository/models/mlp/load",  # KServe's repository extension
+        "/v2/models/mlp/infer",  # KServe infer (its own ASGI path)
+    ],
+)
+def test_a_client_leaving_mid_body_is_not_a_server_error(hard_server: Served, path: str) -> None:
+    """A reset connection halfway through a body costs the server nothing: no error logged with a
+    traceback (which any client could repeat to flood the log), and the next request is answered."""
+    body = orjson.dumps({"model": "tiny-embed", "input": ["a sentence to embed"] * 64})
+    start = hard_server.log.stat().st_size
+    host, port = hard_server.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+                      f"content-length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 3])  # fmt: skip
+            time.sleep(0.05)  # the server is reading the body
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with hard_server.log.open("rb") as f:
+            f.seek(start)
+            written = f.read().decode(errors="replace")
+        assert "Traceback" not in written and "failed" not in written, written[-3000:]
+        time.sleep(0.1)
+    assert httpx.get(hard_server.url + "/health", timeout=10).json()["status"] == "ok"

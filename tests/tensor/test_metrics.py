@@ -7,8 +7,10 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -102,6 +104,31 @@ def test_access_log_one_line_per_request(
     else:
         assert '"POST /v2/models/mlp/infer?trace=1 HTTP/1.1" 200' in lines()[0]
         assert '"GET /v2/models/nope HTTP/1.1" 404' in lines()[1]
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_499_not_as_an_error(
+    make_repository: RepoFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # KServe infer returns unanswered on its own; the repository route (FastAPI) meets starlette's
+    # ClientDisconnect: both are the client's doing, one access line each, and no error.
+    repo = make_repository(mlp=[1])
+    paths = ["/v2/models/mlp/infer", "/v2/repository/models/mlp/load"]
+    with Server([], port=0, repositories=(str(repo),)) as s, caplog.at_level(logging.DEBUG):
+        caplog.clear()
+        for path in paths:
+            with socket.create_connection(("127.0.0.1", s.port), timeout=10) as conn:
+                conn.sendall(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{{".encode())
+                time.sleep(0.1)  # the server is reading the body
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+
+        def lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "onnxkit.access"]
+
+        wait_until(lambda: len(lines()) >= 2, timeout=5, what="two access log lines")
+    assert sorted(line.split('"')[1] + line.split('"')[2][:5] for line in lines()) == sorted(
+        f"POST {p} HTTP/1.1 499 " for p in paths), lines()
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 @pytest.mark.parametrize("json_lines", [True, False])

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send
+from onnxkit.serve.middleware import CLIENT_LEFT, ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("onnxkit.access")
 
@@ -95,6 +95,7 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, recording)
+            status = status or CLIENT_LEFT  # returned unanswered: only when the client left (the guard, KServe infer)
         except BaseException:
             status = status or 500
             raise

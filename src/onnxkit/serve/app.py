@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from onnxkit import __version__
 from onnxkit.errors import InternalError, InvalidRequest, ModelNotFound, OnnxkitError
@@ -31,7 +32,7 @@ from onnxkit.serve import kserve_http, metrics_http, openai_http, tasks_http, te
 from onnxkit.serve.access_log import AccessLog
 from onnxkit.serve.errors import describe_validation, error_body
 from onnxkit.serve.http import install_openapi
-from onnxkit.serve.middleware import ASGIApp, CancelOnDisconnect, Guard, Shield
+from onnxkit.serve.middleware import CLIENT_LEFT, ASGIApp, CancelOnDisconnect, Guard, Shield
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
 from onnxkit.tasks import loader
@@ -185,6 +186,14 @@ def add_error_handlers(app: FastAPI) -> None:
         else:
             err = InvalidRequest(str(exc.detail))
         return answer(request, err, exc.status_code)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> Response:
+        # Not the server's fault, and nobody to answer (the guard and the KServe infer path return
+        # silently in this case): a debug line, not an error with a traceback per reset connection,
+        # which any client could repeat to flood the log.
+        log.debug("%s %s: the client left before sending its whole body", request.method, request.url.path)
+        return Response(status_code=CLIENT_LEFT)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:

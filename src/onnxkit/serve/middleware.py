@@ -31,6 +31,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("onnxkit.server")
+# nginx's "client closed request": what the access log records for a request whose client left unanswered
+CLIENT_LEFT = 499
 OPEN_PATHS = ("/health", "/v2/health", "/metrics", "/docs", "/openapi.json", "/redoc", "/ui/")
 # The page's files and the pointer to it; the API calls the page makes carry the user's key.
 OPEN_EXACT = ("/", "/ui")
