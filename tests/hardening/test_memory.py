@@ -86,7 +86,8 @@ def test_settling_the_heap_takes_start_ups_objects_out_of_full_collections() -> 
 
 LIFESPAN = r"""
 import asyncio, gc, json
-from onnxkit.serve.middleware import SettleAfterStartup
+from onnxkit.runtime.memory import settle_heap
+from onnxkit.serve.middleware import AfterStartup
 seen = {}
 async def app(scope, receive, send):
     assert (await receive())["type"] == "lifespan.startup"
@@ -97,7 +98,7 @@ async def main():
         return {"type": "lifespan.startup"}
     async def send(message):
         seen["when_sent"] = gc.get_freeze_count()
-    await SettleAfterStartup(app)({"type": "lifespan"}, receive, send)
+    await AfterStartup(app, settle_heap)({"type": "lifespan"}, receive, send)
 asyncio.run(main())
 print(json.dumps(seen))
 """

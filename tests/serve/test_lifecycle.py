@@ -8,7 +8,7 @@ import re
 import socket
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +20,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def next_line(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """The process's next stdout line, failing (not hanging) when none comes within ``timeout``."""
+    assert proc.stdout is not None
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    assert got, f"no line printed within {timeout:.0f} s"
+    return got[0]
 
 
 def onnxkit(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -73,26 +84,27 @@ def test_detach_reports_a_model_that_cannot_load(tmp_path: Path) -> None:
         httpx.get(f"http://127.0.0.1:{port}/health")
 
 
-def test_port_0_serves_on_a_free_port_that_the_first_line_names(tiny_embed_model: Path, tmp_path: Path) -> None:
+def test_port_0_serves_on_free_ports_that_the_start_and_ready_lines_name(
+    tiny_embed_model: Path, tmp_path: Path
+) -> None:
+    import tritonclient.grpc as grpcclient
+
     env = {**os.environ, "ONNXKIT_HOME": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "onnxkit", "serve", str(tiny_embed_model), "--port", "0",
-                             "--no-access-log"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)  # fmt: skip
+                             "--grpc-port", "0", "--no-access-log"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r" on http://127\.0\.0\.1:(\d+);", line)
+        line = next_line(proc)  # printed before the models load
+        match = re.search(r" on http://127\.0\.0\.1:(\d+) and gRPC on a free port;", line)
         assert match and match.group(1) != "0", line
         port = match.group(1)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("status") == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "the server never answered on its port"
-            time.sleep(0.1)
+        ready = next_line(proc)  # printed once they are loaded and gRPC listens
+        match = re.fullmatch(rf"ready on http://127\.0\.0\.1:{port} and gRPC on 127\.0\.0\.1:(\d+)\n", ready)
+        assert match and match.group(1) != "0", ready
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "ok"
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{match.group(1)}")
+        assert client.is_server_live() and client.is_model_ready(tiny_embed_model.name)
+        client.close()
         stop = onnxkit("stop", "--port", port, home=tmp_path)  # the pid file names the real port
         assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stdout + stop.stderr
         assert proc.wait(timeout=60) is not None
@@ -100,6 +112,22 @@ def test_port_0_serves_on_a_free_port_that_the_first_line_names(tiny_embed_model
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_ready_line_names_a_model_that_did_not_load(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not an onnx model")
+    env = {**os.environ, "ONNXKIT_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "onnxkit", "serve", str(bad), "--port", "0", "--no-access-log"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        next_line(proc)
+        line = next_line(proc)
+        assert line.startswith("started on http://127.0.0.1:") and "but not ready (broken: " in line, line
+        assert line.rstrip().endswith("/health"), line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def test_port_0_is_refused_with_detach(tiny_embed_model: Path, tmp_path: Path) -> None:

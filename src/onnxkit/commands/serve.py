@@ -16,6 +16,7 @@ from onnxkit.settings import DEFAULT_MODELS, Limits, ServerSettings
 if TYPE_CHECKING:
     from onnxkit.serve.app import ModelSpec
     from onnxkit.serve.ray_serve import Scaling
+    from onnxkit.serve.state import AppState
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,10 +166,21 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{settings.host}:{settings.port}"
     print(f"serving {', '.join(what)} on {url}{grpc}; the web page: {url}/ui", flush=True)
     try:
-        server.serve_forever(settings, models, sock)
+        server.serve_forever(settings, models, sock, ready=lambda state: print(ready_line(state, url), flush=True))
     finally:
         server.pidfile(settings.port).unlink(missing_ok=True)
     return 0
+
+
+def ready_line(state: AppState, url: str) -> str:
+    """The line printed once start-up completes: the models' health, and where gRPC listens (with
+    --grpc-port 0, the start line could not name that port yet)."""
+    status, failed = state.health()
+    grpc = f" and gRPC on {state.settings.host}:{state.grpc_port}" if state.grpc_port else ""
+    if status == "ok":
+        return f"ready on {url}{grpc}"
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
+    return f"started on {url}{grpc}, but not ready ({reasons or status}); see {url}/health"
 
 
 def serve_on_ray(args: argparse.Namespace, settings: ServerSettings, models: list[ModelSpec], scaling: Scaling) -> int:

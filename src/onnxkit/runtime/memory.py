@@ -19,7 +19,7 @@ here, holding the GIL, so the event loop answers nothing meanwhile. ``settle_hea
 then freezes what survived (``gc.freeze``): later full collections walk only what was made after
 start-up. Frozen objects are never collected; they are the ones that live as long as the process.
 Only a process that is the server's own settles its heap (``onnxkit serve``, a Ray replica), once
-its models are loaded (``serve.middleware.SettleAfterStartup``).
+its models are loaded (a hook of ``serve.middleware.AfterStartup``).
 """
 
 from __future__ import annotations

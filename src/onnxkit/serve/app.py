@@ -116,6 +116,7 @@ def create_state(settings: ServerSettings, reserved: frozenset[str] = frozenset(
 def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI:
     models = unique_names(models)
     state = create_state(settings, frozenset(m.name for m in models))
+    state.named = tuple(m.name for m in models)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,18 +144,10 @@ def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI
 
     @app.get("/health", tags=["health"])
     async def health() -> Response:
-        # The models named at start-up must be ready; repository models report their own state.
-        named = [state.models.find(m.name) for m in models]
-        ready = state.started and all(m is not None and m.ready for m in named)
-        failed = {
-            m.name: "; ".join(v.reason for v in m.versions.values() if v.reason) or "not ready"
-            for m in named
-            if state.started and m is not None and not m.ready
-        }
-        status = "ok" if ready else ("unavailable" if failed else "loading")
+        status, failed = state.health()
         body = {"status": status, "server": "onnxkit", "version": __version__, "pid": os.getpid(),
                 **({"unavailable": failed} if failed else {})}  # fmt: skip
-        return JSONResponse(body, status_code=200 if ready else 503)
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     for router in ROUTERS:
         app.include_router(router)

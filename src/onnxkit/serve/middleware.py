@@ -7,8 +7,8 @@
 - ``CancelOnDisconnect``: the one disconnect rule for every route. Once a request's body is read,
   a client that goes away cancels the request's task wherever it waits (a batch queue, an engine
   stream, a worker), so no work runs for nobody.
-- ``SettleAfterStartup``: in a process that is the server's own (``onnxkit serve``, a Ray replica),
-  the heap is settled once the lifespan's start-up, which loads the models, completes.
+- ``AfterStartup``: what runs once the lifespan's start-up, which loads the models, completes: in a
+  process that is the server's own (``onnxkit serve``, a Ray replica), settling the heap.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from onnxkit.errors import InternalError, OnnxkitError, PayloadTooLarge, Unauthorized
-from onnxkit.runtime.memory import settle_heap
 from onnxkit.serve.errors import error_bytes
 
 Scope = MutableMapping[str, Any]
@@ -236,21 +235,25 @@ class Shield:
             await send_error(scope, send, InternalError("internal error; see the server log"))
 
 
-class SettleAfterStartup:
-    """Settles the heap (``runtime.memory.settle_heap``) once start-up completes: the models are loaded,
-    and what start-up made lives as long as the process. Only for a process that is the server's own."""
+class AfterStartup:
+    """Runs ``hooks``, in order, once the lifespan's start-up completes (the models are loaded, the
+    services listen), before the server is told so. ``onnxkit serve`` settles its heap here
+    (``runtime.memory.settle_heap``: what start-up made lives as long as the process, so only in a
+    process that is the server's own, as a Ray replica's) and names where it listens."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *hooks: Callable[[], object]) -> None:
         self.app = app
+        self.hooks = hooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
 
-        async def settled(message: Message) -> None:
+        async def then(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                settle_heap()
+                for hook in self.hooks:
+                    hook()
             await send(message)
 
-        await self.app(scope, receive, settled)
+        await self.app(scope, receive, then)

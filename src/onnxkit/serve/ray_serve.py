@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from onnxkit.runtime.memory import settle_heap
 from onnxkit.serve.app import ModelSpec
-from onnxkit.serve.middleware import ASGIApp, Message, Receive, Scope, Send, SettleAfterStartup
+from onnxkit.serve.middleware import AfterStartup, ASGIApp, Message, Receive, Scope, Send
 from onnxkit.serve.ray_front import APP_NAME, DEPLOYMENT, VIA, answer
 from onnxkit.serve.ray_grpc import KServeGrpc
 from onnxkit.serve.ray_shipping import Shipment, land, ship
@@ -64,8 +65,9 @@ class OnnxkitReplica(KServeGrpc):
         self.servicer = Servicer(app.state.onnxkit)
         # kept for asgi_call (not as self.app: serve.ingress defines that)
         # A replica's process is its own: its heap is settled once its models are loaded.
-        self.onnxkit_app: ASGIApp = SettleAfterStartup(ClusterHealth(wrap(app, self.settings), app_name=self.app_name,
-                                                                     driver_pid=self.driver_pid))
+        self.onnxkit_app: ASGIApp = AfterStartup(
+            ClusterHealth(wrap(app, self.settings), app_name=self.app_name, driver_pid=self.driver_pid), settle_heap
+        )
         return self.onnxkit_app
 
     async def asgi_call(self, scope: Scope, body: bytes) -> AsyncIterator[list[Message]]:

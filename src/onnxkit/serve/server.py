@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,8 +26,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
+from onnxkit.runtime.memory import settle_heap
 from onnxkit.serve.app import ModelSpec, create_app, wrap
-from onnxkit.serve.middleware import SettleAfterStartup
+from onnxkit.serve.middleware import AfterStartup
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
 
@@ -45,12 +46,23 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(
-    settings: ServerSettings, models: Sequence[ModelSpec], app: FastAPI | None = None, *, own_process: bool = False
+    settings: ServerSettings,
+    models: Sequence[ModelSpec],
+    app: FastAPI | None = None,
+    *,
+    own_process: bool = False,
+    ready: Callable[[AppState], None] | None = None,
 ) -> uvicorn.Config:
-    """``own_process``: the process is the server's (``onnxkit serve``), so its heap is settled after start-up."""
-    asgi = wrap(app or create_app(settings, models), settings)
+    """``own_process``: the process is the server's (``onnxkit serve``), so its heap is settled after
+    start-up; then ``ready`` is called with the state (where gRPC listens, the models' health)."""
+    app = app or create_app(settings, models)
+    state: AppState = app.state.onnxkit
+    hooks: list[Callable[[], object]] = [settle_heap] if own_process else []
+    if ready is not None:
+        hooks.append(lambda: ready(state))
+    asgi = wrap(app, settings)
     return uvicorn.Config(
-        SettleAfterStartup(asgi) if own_process else asgi,
+        AfterStartup(asgi, *hooks) if hooks else asgi,
         log_level="warning",
         access_log=False,  # onnxkit's own access log middleware writes one line per request
         timeout_graceful_shutdown=10,
@@ -58,10 +70,16 @@ def uvicorn_config(
     )
 
 
-def serve_forever(settings: ServerSettings, models: Sequence[ModelSpec], sock: socket.socket | None = None) -> None:
-    """The foreground server of ``onnxkit serve``: this process is the server's own. ``sock``: already bound."""
+def serve_forever(
+    settings: ServerSettings,
+    models: Sequence[ModelSpec],
+    sock: socket.socket | None = None,
+    ready: Callable[[AppState], None] | None = None,
+) -> None:
+    """The foreground server of ``onnxkit serve``: this process is the server's own. ``sock``: already
+    bound; ``ready``: called once start-up completes."""
     sock = sock or bind(settings.host, settings.port)
-    uvicorn.Server(uvicorn_config(settings, models, own_process=True)).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(settings, models, own_process=True, ready=ready)).run(sockets=[sock])
 
 
 class Server:
