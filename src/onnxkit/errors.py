@@ -45,6 +45,11 @@ class PayloadTooLarge(OnnxkitError):
     type = "invalid_request_error"
 
 
+class RequestTimeout(OnnxkitError):
+    status = HTTPStatus.REQUEST_TIMEOUT
+    type = "invalid_request_error"
+
+
 class Overloaded(OnnxkitError):
     status = HTTPStatus.TOO_MANY_REQUESTS
     type = "rate_limit_error"

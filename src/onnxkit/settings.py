@@ -58,6 +58,8 @@ class ServerSettings:
     port: int = 8080
     api_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    # a request's headers must arrive within this; its body too, plus 1 s per MIN_BODY_RATE bytes
+    request_timeout_s: float = 20.0
     # embeddings batcher
     max_batch_size: int = 32
     max_batch_delay_ms: float = 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="an idle chat engine waits while requests keep arriving this close together "
                         "(30 ms at most) so that a burst shares one batch; 0 starts at once")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--request-timeout", type=float, default=20.0, metavar="S",
+                   help="a request's headers must arrive within S seconds, and its body within S plus 1 s "
+                        "per 500 bytes; slower clients get 408 and are disconnected")
     p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
                    help="raise or lower a per-request bound (repeatable); " + ", ".join(
                        f"{f}={getattr(Limits(), f)}" for f in Limits.names()) + " (docs/limits.md)")
@@ -91,6 +95,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         limits = Limits().with_values(args.limit)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
+    if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
+        raise InvalidRequest(f"--request-timeout {args.request_timeout}: expected a number of seconds above 0")
     return ServerSettings(
         limits=limits,
         host=args.host,
@@ -102,6 +108,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         max_concurrent_sequences=args.max_concurrent_sequences,
         chat_gather_ms=args.chat_gather_ms,
         max_body_bytes=args.max_body_bytes,
+        request_timeout_s=args.request_timeout,
         repositories=tuple(args.repository),
         model_config_files=tuple(args.config),
         model_control=args.model_control,
@@ -158,8 +165,10 @@ def run(args: argparse.Namespace) -> int:
     settings = replace(settings, port=int(sock.getsockname()[1]))
     server.write_pidfile(settings)
     from onnxkit.runtime.memory import tune_malloc
+    from onnxkit.serve.connections import raise_open_files_limit
 
     tune_malloc()  # before the server starts its threads: their arenas are capped too
+    raise_open_files_limit()  # a connection is a file descriptor
     what = [m.name for m in models] + [f"repository {r}" for r in (*args.repository, *args.config)]
     grpc = "" if settings.grpc_port is None else (
         f" and gRPC on {settings.host}:{settings.grpc_port}" if settings.grpc_port else " and gRPC on a free port")

@@ -198,6 +198,7 @@ def add_error_handlers(app: FastAPI) -> None:
 def wrap(app: FastAPI, settings: ServerSettings) -> ASGIApp:
     state: AppState = app.state.onnxkit
     inner = CancelOnDisconnect(kserve_http.InferEndpoint(Shield(app), state))
-    guarded = Guard(inner, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    guarded = Guard(inner, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
+                    request_timeout_s=settings.request_timeout_s)
     # Outermost, so rejected requests (401, 413) are logged too.
     return AccessLog(guarded, json_lines=settings.log_json) if settings.access_log else guarded

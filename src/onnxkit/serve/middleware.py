@@ -1,6 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it costs latency on every request).
 
-- ``Guard``: the API key and the request body limit, chunked bodies included.
+- ``Guard``: the API key, and the request body's size and time limits (chunked bodies included).
 - ``Shield``: an exception that escapes a route never reaches the server: it is answered as a 500 in the
   protocol's shape (or, when the answer was already sent, only logged), so the connection stays open for
   the client's next request.
@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from onnxkit.errors import InternalError, OnnxkitError, PayloadTooLarge, Unauthorized
+from onnxkit.errors import InternalError, OnnxkitError, PayloadTooLarge, RequestTimeout, Unauthorized
 from onnxkit.serve.errors import error_bytes
 
 Scope = MutableMapping[str, Any]
@@ -37,25 +37,44 @@ OPEN_PATHS = ("/health", "/v2/health", "/metrics", "/docs", "/openapi.json", "/r
 OPEN_EXACT = ("/", "/ui")
 
 
-async def send_error(scope: Scope, send: Send, exc: OnnxkitError) -> None:
+async def send_error(scope: Scope, send: Send, exc: OnnxkitError, *, close: bool = False) -> None:
+    """``exc`` in the protocol's shape; ``close``: the connection closes after it (unread body bytes
+    would otherwise be taken for the next request)."""
     body = error_bytes(scope.get("path", ""), exc)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": int(exc.status),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": int(exc.status), "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-class Guard:
-    """API key check and request body limit."""
+# A body must keep coming at this rate once the request timeout's first seconds are spent (Apache's
+# mod_reqtimeout default): slower, and it would hold a connection for as long as it likes.
+MIN_BODY_RATE = 500  # bytes per second
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+
+class Guard:
+    """API key check, request body limit, and the body's deadline.
+
+    The body is read here, whole, before any route sees it: its size is bounded (chunked bodies
+    too: a 413 before any route runs), and so is its time. It must be complete within
+    ``request_timeout_s`` plus one second per ``MIN_BODY_RATE`` bytes received, or the request is a
+    408 and its connection closes; a client trickling bytes cannot hold a connection indefinitely.
+    (A request's headers are held to ``request_timeout_s`` by ``serve.connections``.) A timer per
+    request would cost ~3 us on every one; instead requests reading a body are registered, and one
+    sweeper per app cancels the read of any past its deadline.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, request_timeout_s: float = 20.0
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body = max_body_bytes
+        self.timeout = request_timeout_s
+        self._reading: dict[asyncio.Task[Any], _Reading] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._work = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,25 +94,39 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await send_error(scope, send, _too_large(int(length), self.max_body))
             return
-        if length is not None or b"transfer-encoding" not in headers:
-            await self.app(scope, receive, send)
+        if (length is None or length == b"0") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
             return
-        # A chunked body (no length given): read it here, up to the limit, so that a body over it is a
-        # 413 before any route sees it; then hand the route the body in one message.
+        task = asyncio.current_task()
+        assert task is not None
+        reading = _Reading(time.monotonic())
+        self._reading[task] = reading
+        self._ensure_sweeper()
         chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left while sending
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_body:
-                await send_error(scope, send, _too_large(seen, self.max_body, chunked=True))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            while True:
+                try:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if not reading.expired:
+                        raise
+                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+: this cancellation is handled
+                    if uncancel is not None:
+                        uncancel()
+                    await send_error(scope, send, _too_slow(reading.seen, self.timeout), close=True)
+                    return
+                if message["type"] != "http.request":
+                    return  # the client left while sending
+                chunk = message.get("body", b"")
+                reading.seen += len(chunk)
+                if reading.seen > self.max_body:
+                    await send_error(scope, send, _too_large(reading.seen, self.max_body, chunked=True), close=True)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        finally:
+            self._reading.pop(task, None)
         whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         async def replay() -> Message:
@@ -104,6 +137,45 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _ensure_sweeper(self) -> None:
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.done():
+            self._work = asyncio.Event()
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="onnxkit:body-deadlines")
+        elif not self._work.is_set():
+            self._work.set()
+
+    async def _sweep(self) -> None:
+        every = min(1.0, self.timeout / 4)
+        while True:
+            if not self._reading:
+                self._work.clear()
+                await self._work.wait()
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for task, reading in list(self._reading.items()):
+                if not reading.expired and now > reading.started + self.timeout + reading.seen / MIN_BODY_RATE:
+                    reading.expired = True
+                    task.cancel()  # it waits in receive(): the only await while registered
+
+
+class _Reading:
+    """A request whose body is being read: since when, how much came, and whether its time is up."""
+
+    __slots__ = ("expired", "seen", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.seen = 0
+        self.expired = False
+
+
+def _too_slow(received: int, timeout: float) -> RequestTimeout:
+    return RequestTimeout(
+        f"the request body did not arrive in time ({received} bytes received): a body must be complete within "
+        f"{timeout:g} s plus 1 s per {MIN_BODY_RATE} bytes (--request-timeout)", code="request_timeout"
+    )
 
 
 def _too_large(size: int, limit: int, chunked: bool = False) -> PayloadTooLarge:

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from onnxkit.errors import InvalidRequest, OnnxkitError
 from onnxkit.runtime.memory import settle_heap
 from onnxkit.serve.app import ModelSpec, create_app, wrap
+from onnxkit.serve.connections import timed_http
 from onnxkit.serve.middleware import AfterStartup
 from onnxkit.serve.state import AppState
 from onnxkit.settings import ServerSettings
@@ -63,6 +64,7 @@ def uvicorn_config(
     asgi = wrap(app, settings)
     return uvicorn.Config(
         AfterStartup(asgi, *hooks) if hooks else asgi,
+        http=timed_http(settings.request_timeout_s),  # each request's headers on time (serve.connections)
         log_level="warning",
         access_log=False,  # onnxkit's own access log middleware writes one line per request
         timeout_graceful_shutdown=10,

@@ -1,0 +1,93 @@
+"""HTTP connections with a deadline for each request's headers.
+
+uvicorn holds a connection for as long as its client likes until the request's headers are complete:
+a connection that sends nothing, or its headers a byte at a time, is never closed, and enough of
+them exhaust the process's file descriptors, after which nobody is answered. Here a connection
+must complete each request's headers within ``request_timeout_s`` of opening, or of the previous
+response; otherwise it gets a bare 408 and is closed (the protocol, and so the error's shape, is not
+known before the headers). Idle keep-alive connections still close after uvicorn's 5 s. The body's
+deadline is ``serve.middleware.Guard``'s. ``onnxkit serve`` also raises its open-files limit to the
+hard limit (``raise_open_files_limit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, with a deadline for each request's headers.
+
+    A timer per request would cost ~2 us on every one: instead each connection waiting for headers
+    notes when they are due, and one sweep, rescheduled while any connection waits, closes the late.
+    """
+    every = min(1.0, request_timeout_s / 4)
+
+    class TimedHttp(HttpToolsProtocol):
+        waiting: ClassVar[dict[TimedHttp, float]] = {}  # connection -> when its headers are due (loop time)
+        sweep: ClassVar[asyncio.TimerHandle | None] = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            TimedHttp.waiting.pop(self, None)
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            TimedHttp.waiting.pop(self, None)
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            next_has_headers = bool(self.pipeline)  # a pipelined request waiting already has them
+            super().on_response_complete()
+            if not next_has_headers and not self.transport.is_closing():
+                self._await_headers()
+
+        def _await_headers(self) -> None:
+            TimedHttp.waiting[self] = self.loop.time() + request_timeout_s
+            if TimedHttp.sweep is None:
+                TimedHttp.sweep = self.loop.call_later(every, TimedHttp._sweep, self.loop)
+
+        @staticmethod
+        def _sweep(loop: asyncio.AbstractEventLoop) -> None:
+            TimedHttp.sweep = None
+            now = loop.time()
+            late = [conn for conn, due in TimedHttp.waiting.items() if due <= now]
+            for conn in late:
+                del TimedHttp.waiting[conn]
+                conn._headers_late()
+            if TimedHttp.waiting:
+                TimedHttp.sweep = loop.call_later(every, TimedHttp._sweep, loop)
+
+        def _headers_late(self) -> None:
+            if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+                return  # a request is being answered: its headers came
+            self.transport.write(TIMED_OUT)
+            self.transport.close()
+
+    return TimedHttp
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """The soft limit on open files up to the hard one, as servers do at start: every connection is a
+    file descriptor, and a soft limit of 1024 (common) is used up by that many idle clients within the
+    request timeout. Returns (soft, hard) as they are afterwards; unchanged where the system refuses."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return (-1, -1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # macOS caps it below an infinite hard limit
+            return (soft, hard)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
