@@ -195,3 +195,31 @@ def test_idle_connections_are_closed_and_nobody_else_waits(strict_server: Served
     finally:
         for s in idle:
             s.close()
+
+
+def test_headers_that_never_end_are_refused_before_they_fill_memory(strict_server: Served) -> None:
+    # httptools keeps every header line and bounds neither their number nor their length: 500 MiB of
+    # them, sent in 0.7 s, grew the server by as much. Now past 64 KiB the answer is 431, and the
+    # connection closes.
+    server = psutil.Process(strict_server.pid)
+    before = server.memory_info().rss
+    line = b"x-filler: " + b"a" * 1000 + b"\r\n"
+    sent = 0
+    with connect(strict_server) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        try:
+            while sent < 200 << 20:
+                s.sendall(line * 64)
+                sent += len(line) * 64
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        else:
+            pytest.fail("the server read 200 MiB of headers")
+        try:
+            got, _ = read_until_closed(s, within=5)
+        except ConnectionResetError:
+            got = b""
+    assert got.startswith(b"HTTP/1.1 431 ") or got == b"", got  # a reset (unread bytes) may overtake the 431
+    assert sent < 16 << 20, f"{sent >> 20} MiB were taken before the refusal"
+    assert server.memory_info().rss - before < 64 << 20
+    assert httpx.get(strict_server.url + "/health", timeout=10).status_code == 200

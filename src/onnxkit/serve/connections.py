@@ -1,13 +1,14 @@
-"""HTTP connections with a deadline for each request's headers.
+"""HTTP connections with a deadline and a size limit for each request's headers.
 
 uvicorn holds a connection for as long as its client likes until the request's headers are complete:
 a connection that sends nothing, or its headers a byte at a time, is never closed, and enough of
 them exhaust the process's file descriptors, after which nobody is answered. Here a connection
 must complete each request's headers within ``request_timeout_s`` of opening, or of the previous
 response; otherwise it gets a bare 408 and is closed (the protocol, and so the error's shape, is not
-known before the headers). Idle keep-alive connections still close after uvicorn's 5 s. The body's
-deadline is ``serve.middleware.Guard``'s. ``onnxkit serve`` also raises its open-files limit to the
-hard limit (``raise_open_files_limit``).
+known before the headers). Headers past ``MAX_HEADER_BYTES`` get a bare 431, and the connection
+closes: httptools bounds neither their count nor their length. Idle keep-alive connections still
+close after uvicorn's 5 s. The body's deadline is ``serve.middleware.Guard``'s. ``onnxkit serve``
+also raises its open-files limit to the hard limit (``raise_open_files_limit``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+# A request line and headers longer than this are refused (nginx allows 32 KiB by default, h11 16 KiB).
+# httptools has no limit of its own: uvicorn kept every header line, 500 MiB of them in 0.7 s.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
@@ -32,9 +37,20 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
         waiting: ClassVar[dict[TimedHttp, float]] = {}  # connection -> when its headers are due (loop time)
         sweep: ClassVar[asyncio.TimerHandle | None] = None
 
+        header_bytes = 0  # received while this connection waits for a request's headers
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)  # the parser may complete the headers here
+            if self in TimedHttp.waiting:  # not yet: everything since they were awaited is headers
+                self.header_bytes += len(data)
+                if self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                    TimedHttp.waiting.pop(self, None)
+                    self.transport.write(TOO_LARGE)
+                    self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             TimedHttp.waiting.pop(self, None)
@@ -51,6 +67,7 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
                 self._await_headers()
 
         def _await_headers(self) -> None:
+            self.header_bytes = 0
             TimedHttp.waiting[self] = self.loop.time() + request_timeout_s
             if TimedHttp.sweep is None:
                 TimedHttp.sweep = self.loop.call_later(every, TimedHttp._sweep, self.loop)
