@@ -223,3 +223,53 @@ def test_headers_that_never_end_are_refused_before_they_fill_memory(strict_serve
     assert sent < 16 << 20, f"{sent >> 20} MiB were taken before the refusal"
     assert server.memory_info().rss - before < 64 << 20
     assert httpx.get(strict_server.url + "/health", timeout=10).status_code == 200
+
+
+def large_response(served: Served, pause_s: float, chunk_pause_s: float) -> bytes:
+    """~6 MB of JSON from the repository's "pad" model (y = 2x), more than the sockets' buffers hold,
+    read after ``pause_s`` in 64 KiB pieces ``chunk_pause_s`` apart: what came before the server closed."""
+    n = 1_500_000
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, %d], "data": [' % n + b",".join(
+        [b"1"] * n) + b"]}]}"
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = served.url.removeprefix("http://").split(":")
+    s.connect((host, int(port)))
+    with s:
+        s.sendall(head("x", "/v2/models/pad/infer", len(body)) + body)
+        time.sleep(pause_s)
+        got = b""
+        s.settimeout(10)
+        try:
+            while chunk := s.recv(1 << 16):
+                got += chunk
+                time.sleep(chunk_pause_s)
+                if got.endswith(b"]}]}"):
+                    break
+        except ConnectionResetError:
+            pass
+    return got
+
+
+def split_response(got: bytes) -> tuple[bytes, int, bytes]:
+    """The status line and headers, the content length they give, and what came after them."""
+    status, _, rest = got.partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in status.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    return status, int(lengths[0]) if lengths else -1, rest
+
+
+def test_a_client_that_reads_its_response_at_a_fair_rate_gets_all_of_it(strict_server: Served) -> None:
+    # ~500 kB/s, ~12 s: progress the socket's send queue hides for longer than the timeout
+    got = large_response(strict_server, pause_s=0, chunk_pause_s=0.008)
+    status, length, rest = split_response(got)
+    assert status.startswith(b"HTTP/1.1 200 ") and len(rest) >= length, (got[:200], got[-200:])
+
+
+def test_a_client_that_stops_reading_its_response_is_dropped(strict_server: Served) -> None:
+    # A response waits in the server's memory until its client reads it. This client reads none of
+    # it for a while: the server drops the connection instead of keeping it.
+    got = large_response(strict_server, pause_s=TIMEOUT_S + 4, chunk_pause_s=0)
+    status, length, rest = split_response(got)
+    assert status.startswith(b"HTTP/1.1 200 "), got[:300]
+    assert len(rest) < length, "the whole response was kept for a client that did not read it"
+    assert httpx.get(strict_server.url + "/health", timeout=10).status_code == 200

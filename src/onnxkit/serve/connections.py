@@ -7,13 +7,18 @@ must complete each request's headers within ``request_timeout_s`` of opening, or
 response; otherwise it gets a bare 408 and is closed (the protocol, and so the error's shape, is not
 known before the headers). Headers past ``MAX_HEADER_BYTES`` get a bare 431, and the connection
 closes: httptools bounds neither their count nor their length. Idle keep-alive connections still
-close after uvicorn's 5 s. The body's deadline is ``serve.middleware.Guard``'s. ``onnxkit serve``
-also raises its open-files limit to the hard limit (``raise_open_files_limit``).
+close after uvicorn's 5 s. A client that stops reading its response is dropped after the same
+timeout (a response's bytes stay in memory until they are read). The body's deadline is
+``serve.middleware.Guard``'s. ``onnxkit serve`` also raises its open-files limit to the hard limit
+(``raise_open_files_limit``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import struct
+import sys
 from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -23,6 +28,17 @@ TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\
 # A request line and headers longer than this are refused (nginx allows 32 KiB by default, h11 16 KiB).
 # httptools has no limit of its own: uvicorn kept every header line, 500 MiB of them in 0.7 s.
 MAX_HEADER_BYTES = 64 * 1024
+# A response the client stops reading holds its bytes in the server until it does: a connection whose
+# response waits on the client (asyncio paused its writes) must take it at this rate, or is dropped.
+MIN_READ_RATE = 500  # bytes per second, as for request bodies
+
+if sys.platform == "linux":  # SIOCOUTQ: a socket's unsent and unacknowledged bytes
+    import fcntl
+    import termios
+
+    OUTQ: int | None = termios.TIOCOUTQ
+else:
+    OUTQ = None
 
 
 def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
@@ -35,6 +51,8 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
 
     class TimedHttp(HttpToolsProtocol):
         waiting: ClassVar[dict[TimedHttp, float]] = {}  # connection -> when its headers are due (loop time)
+        # connection -> [when it is given up, its write buffer's size at the last sweep]
+        stalled: ClassVar[dict[TimedHttp, list[float]]] = {}
         sweep: ClassVar[asyncio.TimerHandle | None] = None
 
         header_bytes = 0  # received while this connection waits for a request's headers
@@ -54,6 +72,7 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             TimedHttp.waiting.pop(self, None)
+            TimedHttp.stalled.pop(self, None)
             super().connection_lost(exc)
 
         def on_headers_complete(self) -> None:
@@ -66,9 +85,31 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
             if not next_has_headers and not self.transport.is_closing():
                 self._await_headers()
 
+        def pause_writing(self) -> None:
+            super().pause_writing()  # the client reads slower than the response is written
+            TimedHttp.stalled[self] = [self.loop.time() + request_timeout_s, self._unsent()]
+            self._ensure_sweep()
+
+        def resume_writing(self) -> None:
+            TimedHttp.stalled.pop(self, None)
+            super().resume_writing()
+
+        def _unsent(self) -> int:
+            """Response bytes the client has not taken: the transport's buffer, and on Linux the
+            socket's send queue, which can hold megabytes and so hide a client that reads."""
+            left = self.transport.get_write_buffer_size()
+            sock = self.transport.get_extra_info("socket")
+            if OUTQ is not None and sock is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    left += int(struct.unpack("i", fcntl.ioctl(sock.fileno(), OUTQ, b"\0\0\0\0"))[0])
+            return left
+
         def _await_headers(self) -> None:
             self.header_bytes = 0
             TimedHttp.waiting[self] = self.loop.time() + request_timeout_s
+            self._ensure_sweep()
+
+        def _ensure_sweep(self) -> None:
             if TimedHttp.sweep is None:
                 TimedHttp.sweep = self.loop.call_later(every, TimedHttp._sweep, self.loop)
 
@@ -80,7 +121,15 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
             for conn in late:
                 del TimedHttp.waiting[conn]
                 conn._headers_late()
-            if TimedHttp.waiting:
+            for conn, state in list(TimedHttp.stalled.items()):
+                left = conn._unsent()
+                # what the client took since the last sweep earns time at MIN_READ_RATE, up to the timeout
+                state[0] = min(state[0] + max(state[1] - left, 0) / MIN_READ_RATE, now + request_timeout_s)
+                state[1] = left
+                if state[0] <= now:
+                    del TimedHttp.stalled[conn]
+                    conn.transport.abort()  # close() would wait for the buffer to drain, which it does not
+            if TimedHttp.waiting or TimedHttp.stalled:
                 TimedHttp.sweep = loop.call_later(every, TimedHttp._sweep, loop)
 
         def _headers_late(self) -> None:
