@@ -6,6 +6,7 @@ innocent one succeeds and that /health stays fast while the bad one is handled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -106,10 +107,20 @@ def hard_server(
     cmd = [sys.executable, "-m", "onnxkit", "serve", *sorted(str(m) for m in links.iterdir()),
            "--repository", str(repo), "--port", str(port), "--grpc-port", str(grpc_port), *limits,
            "--max-body-bytes", str(BODY_LIMIT), "--max-batch-delay-ms", "30", "--no-access-log"]  # fmt: skip
+    with serve_process(cmd, root, port, grpc_port) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve_process(
+    cmd: list[str], root: Path, port: int, grpc_port: int = 0, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[Served]:
+    """``cmd`` (an ``onnxkit serve`` on ``port``) in its own process, its output in ``root/server.log``,
+    until it answers /health; stopped (SIGTERM, then SIGKILL) on exit."""
     log = root / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, "ONNXKIT_HOME": str(root / "home")}, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

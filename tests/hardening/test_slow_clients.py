@@ -7,10 +7,8 @@ shell with a low ``ulimit -n`` would give it, and raises it to the hard limit.
 
 from __future__ import annotations
 
-import os
 import resource
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ import orjson
 import psutil
 import pytest
 
-from .conftest import Served, _healthy, free_port, write_repository
+from .conftest import Served, free_port, serve_process, write_repository
 
 TIMEOUT_S = 1.0
 
@@ -34,25 +32,8 @@ def strict_server(tiny_embed_model: Path, tmp_path_factory: pytest.TempPathFacto
     cmd = [sys.executable, "-m", "onnxkit", "serve", str(tiny_embed_model), "--repository", str(repo),
            "--port", str(port), "--grpc-port", "-1", "--request-timeout", str(TIMEOUT_S),
            "--no-access-log"]  # fmt: skip
-    log = root / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, "ONNXKIT_HOME": str(root / "home")}, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=low_ulimit)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while not _healthy(url):
-            assert proc.poll() is None, f"onnxkit serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"onnxkit serve not ready in 180 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.1)
-        yield Served(url, 0, proc.pid, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process(cmd, root, port, preexec_fn=low_ulimit) as served:
+        yield served
 
 
 LOW_SOFT_LIMIT = 256
