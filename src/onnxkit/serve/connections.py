@@ -4,11 +4,11 @@ uvicorn holds a connection for as long as its client likes until the request's h
 a connection that sends nothing, or its headers a byte at a time, is never closed, and enough of
 them exhaust the process's file descriptors, after which nobody is answered. Here a connection
 must complete each request's headers within ``request_timeout_s`` of opening, or of the previous
-response; otherwise it gets a bare 408 and is closed (the protocol, and so the error's shape, is not
-known before the headers). Headers past ``MAX_HEADER_BYTES`` get a bare 431, and the connection
-closes: httptools bounds neither their count nor their length. Idle keep-alive connections still
-close after uvicorn's 5 s. A client that stops reading its response is dropped after the same
-timeout (a response's bytes stay in memory until they are read). The body's deadline is
+response; otherwise it is closed, with a bare 408 where a request was begun (the protocol, and so
+the error's shape, is not known before the headers). Headers past ``MAX_HEADER_BYTES`` get a bare
+431, and the connection closes: httptools bounds neither their count nor their length. Idle
+keep-alive connections still close after uvicorn's 5 s. A client that stops reading its response is
+dropped after the same timeout (a response's bytes stay in memory until read). The body's deadline is
 ``serve.middleware.Guard``'s. ``onnxkit serve`` also raises its open-files limit to the hard limit
 (``raise_open_files_limit``).
 """
@@ -135,8 +135,9 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
         def _headers_late(self) -> None:
             if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
                 return  # a request is being answered: its headers came
-            self.transport.write(TIMED_OUT)
-            self.transport.close()
+            if self.header_bytes:  # a request was begun: say why it ends. An idle connection closes
+                self.transport.write(TIMED_OUT)  # silently, as at keep-alive's end: a client about to
+            self.transport.close()  # reuse it could take an unasked-for 408 for its next answer
 
     return TimedHttp
 
