@@ -109,9 +109,7 @@ class Guard:
                 except asyncio.CancelledError:
                     if not reading.expired:
                         raise
-                    uncancel = getattr(task, "uncancel", None)  # Python 3.11+: this cancellation is handled
-                    if uncancel is not None:
-                        uncancel()
+                    _handled(task)
                     await send_error(scope, send, _too_slow(reading.seen, self.timeout), close=True)
                     return
                 if message["type"] != "http.request":
@@ -173,6 +171,14 @@ class Sweeper:
                 await self._work.wait()
             await asyncio.sleep(self.every)
             self.sweep()
+
+
+def _handled(task: asyncio.Task[Any]) -> None:
+    """The task's cancellation was this module's own and is dealt with: Python 3.11+ counts
+    cancellations (``Task.uncancel``), and one left counted would confuse ``asyncio.timeout``."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 class _Reading:
@@ -264,9 +270,7 @@ class CancelOnDisconnect:
         except asyncio.CancelledError:
             if not entry.gone:
                 raise
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: this cancellation is handled
-            if uncancel is not None:
-                uncancel()
+            _handled(task)
         finally:
             entry.answered = True
             in_flight.pop(task, None)
