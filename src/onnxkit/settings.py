@@ -5,6 +5,7 @@ Nothing else reads the environment.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -52,13 +53,18 @@ class Limits:
         return replace(self, **changes)
 
 
+# The slowest a client may send a request body or take a response, once --request-timeout's first
+# seconds are spent (Apache's mod_reqtimeout default): slower, and it could hold a connection forever.
+MIN_TRANSFER_RATE = 500  # bytes per second
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
-    # a request's headers must arrive within this; its body too, plus 1 s per MIN_BODY_RATE bytes
+    # a request's headers must arrive within this; its body too, plus 1 s per MIN_TRANSFER_RATE bytes
     request_timeout_s: float = 20.0
     # embeddings batcher
     max_batch_size: int = 32
@@ -82,3 +88,9 @@ class ServerSettings:
     default_chat_model: str | None = None
     default_embeddings_model: str | None = None
     limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        # Checked here, for the CLI and onnxkit.Server alike: 0 would make every deadline sweep spin.
+        timeout = self.request_timeout_s
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"--request-timeout (request_timeout_s) {timeout!r}: expected a number of seconds above 0")

@@ -7,8 +7,10 @@ shell with a low ``ulimit -n`` would give it, and raises it to the hard limit.
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ import httpx
 import orjson
 import psutil
 import pytest
+
+from onnxkit.settings import ServerSettings
 
 from .conftest import Served, free_port, serve_process, write_repository
 
@@ -267,3 +271,14 @@ def test_a_client_that_stops_reading_its_response_is_dropped(strict_server: Serv
     assert status.startswith(b"HTTP/1.1 200 "), got[:300]
     assert len(rest) < length, "the whole response was kept for a client that did not read it"
     assert httpx.get(strict_server.url + "/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
+def test_a_request_timeout_that_would_never_fire_or_always_fire_is_refused(bad: float, tmp_path: Path) -> None:
+    # onnxkit.Server and the CLI alike: 0 would make every deadline sweep spin.
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        ServerSettings(request_timeout_s=bad)
+    done = subprocess.run([sys.executable, "-m", "onnxkit", "serve", "--request-timeout", str(bad)],
+                          env={**os.environ, "ONNXKIT_HOME": str(tmp_path)}, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 1 and "--request-timeout" in done.stderr, done.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
@@ -91,35 +90,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
-    try:
-        limits = Limits().with_values(args.limit)
+    try:  # a wrong --limit, and ServerSettings' own checks
+        return ServerSettings(
+            limits=Limits().with_values(args.limit),
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key or None,
+            threads=args.threads,
+            max_batch_size=args.max_batch_size,
+            max_batch_delay_ms=args.max_batch_delay_ms,
+            max_concurrent_sequences=args.max_concurrent_sequences,
+            chat_gather_ms=args.chat_gather_ms,
+            max_body_bytes=args.max_body_bytes,
+            request_timeout_s=args.request_timeout,
+            repositories=tuple(args.repository),
+            model_config_files=tuple(args.config),
+            model_control=args.model_control,
+            repository_poll_seconds=args.repository_poll_secs,
+            load_models=tuple(args.load_model) or ("*",),
+            grpc_port=grpc_port(args),
+            log_json=args.log_json,
+            access_log=not args.no_access_log,
+            default_chat_model=args.default_chat_model,
+            default_embeddings_model=args.default_embeddings_model,
+        )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
-        raise InvalidRequest(f"--request-timeout {args.request_timeout}: expected a number of seconds above 0")
-    return ServerSettings(
-        limits=limits,
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key or None,
-        threads=args.threads,
-        max_batch_size=args.max_batch_size,
-        max_batch_delay_ms=args.max_batch_delay_ms,
-        max_concurrent_sequences=args.max_concurrent_sequences,
-        chat_gather_ms=args.chat_gather_ms,
-        max_body_bytes=args.max_body_bytes,
-        request_timeout_s=args.request_timeout,
-        repositories=tuple(args.repository),
-        model_config_files=tuple(args.config),
-        model_control=args.model_control,
-        repository_poll_seconds=args.repository_poll_secs,
-        load_models=tuple(args.load_model) or ("*",),
-        grpc_port=grpc_port(args),
-        log_json=args.log_json,
-        access_log=not args.no_access_log,
-        default_chat_model=args.default_chat_model,
-        default_embeddings_model=args.default_embeddings_model,
-    )
 
 
 def grpc_port(args: argparse.Namespace) -> int | None:

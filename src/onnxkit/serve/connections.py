@@ -23,14 +23,15 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from onnxkit.settings import MIN_TRANSFER_RATE
+
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 # A request line and headers longer than this are refused (nginx allows 32 KiB by default, h11 16 KiB).
 # httptools has no limit of its own: uvicorn kept every header line, 500 MiB of them in 0.7 s.
 MAX_HEADER_BYTES = 64 * 1024
 # A response the client stops reading holds its bytes in the server until it does: a connection whose
-# response waits on the client (asyncio paused its writes) must take it at this rate, or is dropped.
-MIN_READ_RATE = 500  # bytes per second, as for request bodies
+# response waits on the client (asyncio paused its writes) must take it at MIN_TRANSFER_RATE, or is dropped.
 
 if sys.platform == "linux":  # SIOCOUTQ: a socket's unsent and unacknowledged bytes
     import fcntl
@@ -123,8 +124,8 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
                 conn._headers_late()
             for conn, state in list(TimedHttp.stalled.items()):
                 left = conn._unsent()
-                # what the client took since the last sweep earns time at MIN_READ_RATE, up to the timeout
-                state[0] = min(state[0] + max(state[1] - left, 0) / MIN_READ_RATE, now + request_timeout_s)
+                # what the client took since the last sweep earns time at MIN_TRANSFER_RATE, up to the timeout
+                state[0] = min(state[0] + max(state[1] - left, 0) / MIN_TRANSFER_RATE, now + request_timeout_s)
                 state[1] = left
                 if state[0] <= now:
                     del TimedHttp.stalled[conn]

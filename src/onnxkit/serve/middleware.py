@@ -22,6 +22,7 @@ from typing import Any
 
 from onnxkit.errors import InternalError, OnnxkitError, PayloadTooLarge, RequestTimeout, Unauthorized
 from onnxkit.serve.errors import error_bytes
+from onnxkit.settings import MIN_TRANSFER_RATE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,17 +49,12 @@ async def send_error(scope: Scope, send: Send, exc: OnnxkitError, *, close: bool
     await send({"type": "http.response.body", "body": body})
 
 
-# A body must keep coming at this rate once the request timeout's first seconds are spent (Apache's
-# mod_reqtimeout default): slower, and it would hold a connection for as long as it likes.
-MIN_BODY_RATE = 500  # bytes per second
-
-
 class Guard:
     """API key check, request body limit, and the body's deadline.
 
     The body is read here, whole, before any route sees it: its size is bounded (chunked bodies
     too: a 413 before any route runs), and so is its time. It must be complete within
-    ``request_timeout_s`` plus one second per ``MIN_BODY_RATE`` bytes received, or the request is a
+    ``request_timeout_s`` plus one second per ``MIN_TRANSFER_RATE`` bytes received, or the request is a
     408 and its connection closes; a client trickling bytes cannot hold a connection indefinitely.
     (A request's headers are held to ``request_timeout_s`` by ``serve.connections``.) A timer per
     request would cost ~3 us on every one; instead requests reading a body are registered, and one
@@ -66,7 +62,7 @@ class Guard:
     """
 
     def __init__(
-        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, request_timeout_s: float = 20.0
+        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, request_timeout_s: float
     ) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
@@ -138,7 +134,7 @@ class Guard:
     def _sweep(self) -> None:
         now = time.monotonic()
         for task, reading in list(self._reading.items()):
-            if not reading.expired and now > reading.started + self.timeout + reading.seen / MIN_BODY_RATE:
+            if not reading.expired and now > reading.started + self.timeout + reading.seen / MIN_TRANSFER_RATE:
                 reading.expired = True
                 task.cancel()  # it waits in receive(): the only await while registered
 
@@ -195,7 +191,7 @@ class _Reading:
 def _too_slow(received: int, timeout: float) -> RequestTimeout:
     return RequestTimeout(
         f"the request body did not arrive in time ({received} bytes received): a body must be complete within "
-        f"{timeout:g} s plus 1 s per {MIN_BODY_RATE} bytes (--request-timeout)", code="request_timeout"
+        f"{timeout:g} s plus 1 s per {MIN_TRANSFER_RATE} bytes (--request-timeout)", code="request_timeout"
     )
 
 
