@@ -134,8 +134,10 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
                 TimedHttp.sweep = loop.call_later(every, TimedHttp._sweep, loop)
 
         def _headers_late(self) -> None:
-            if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
-                return  # a request is being answered: its headers came
+            # Only a connection between requests waits for headers: on_headers_complete takes it off the
+            # list, and on_response_complete puts it back only when no pipelined request has them.
+            if self.transport.is_closing():
+                return
             if self.header_bytes:  # a request was begun: say why it ends. An idle connection closes
                 self.transport.write(TIMED_OUT)  # silently, as at keep-alive's end: a client about to
             self.transport.close()  # reuse it could take an unasked-for 408 for its next answer
