@@ -101,7 +101,8 @@ def unique_names(models: Sequence[ModelSpec]) -> list[ModelSpec]:
     return out
 
 
-def create_state(settings: ServerSettings, reserved: frozenset[str] = frozenset()) -> AppState:
+def create_state(settings: ServerSettings, named: tuple[str, ...] = ()) -> AppState:
+    """``named``: the models given at start-up; a repository may not take their names."""
     metrics = Metrics()
     models = make_models(settings, metrics)
     controller = None
@@ -109,14 +110,13 @@ def create_state(settings: ServerSettings, reserved: frozenset[str] = frozenset(
         from onnxkit.models.repository import options_from
         from onnxkit.tasks.control import Controller
 
-        controller = Controller(options_from(settings), models, reserved)
-    return AppState(settings, models, DataPlane(models, controller), metrics)
+        controller = Controller(options_from(settings), models, frozenset(named))
+    return AppState(settings, models, DataPlane(models, controller), metrics, named=named)
 
 
 def create_app(settings: ServerSettings, models: Sequence[ModelSpec]) -> FastAPI:
     models = unique_names(models)
-    state = create_state(settings, frozenset(m.name for m in models))
-    state.named = tuple(m.name for m in models)
+    state = create_state(settings, tuple(m.name for m in models))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

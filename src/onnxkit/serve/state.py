@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from onnxkit.runtime.metrics import Metrics
 from onnxkit.settings import ServerSettings
@@ -17,7 +17,7 @@ class AppState:
     plane: DataPlane
     metrics: Metrics
     grpc_port: int | None = None  # where gRPC listens, once started
-    named: tuple[str, ...] = field(default=())  # the models named at start-up (repository ones aside)
+    named: tuple[str, ...] = ()  # the models named at start-up (repository ones aside)
 
     @property
     def started(self) -> bool:
