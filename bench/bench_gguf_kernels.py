@@ -1,8 +1,9 @@
 """What onnxruntime's CPU kernels allow a GGUF build: MatMulNBits per accuracy level, at decode.
 
-    .venv/bin/python bench/bench_gguf_kernels.py [MODEL_DIR ...] [--threads 2] [--seconds 1]
+    .venv/bin/python bench/bench_gguf_kernels.py [MODEL ...] [--threads 2] [--seconds 1]
 
-For each genai folder (default: the catalog's smollm2-135m-instruct, the exact build), every distinct
+For each MODEL (a genai folder or a catalog name, pulled if missing, as `onnxkit serve` takes them;
+default: the catalog's smollm2-135m-instruct, the exact build), every distinct
 MatMulNBits of its graph (K, N, bits, block length, zero points or not) runs alone in an onnxruntime
 session on one row of float32 activations (single-stream decode), at each accuracy_level 0 to 4,
 on random codes of the same shape. Each time is the median of repeated runs minus the median of an
@@ -34,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from onnxkit.settings import default_home  # noqa: E402
+from onnxkit.serve.server import resolve_spec  # noqa: E402
 
 Shape = tuple[int, int, int, int, bool]  # K, N, bits, block_size, zero points given
 
@@ -99,15 +100,15 @@ def median_us(sess: ort.InferenceSession, k: int, seconds: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="*", type=Path,
-                    default=[default_home() / "models" / "smollm2-135m-instruct"])
+    ap.add_argument("models", nargs="*", default=["smollm2-135m-instruct"], metavar="MODEL")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=1.0, help="timing per node and level")
     args = ap.parse_args()
     call = median_us(empty(args.threads), 576, args.seconds)
     print(f"an empty session's run: {call:.1f} us (subtracted)")
     results: dict[str, Any] = {"call_us": call, "threads": args.threads, "models": {}}
-    for folder in args.models:
+    for spec in args.models:
+        folder = resolve_spec(spec).path
         found = shapes(folder)
         per_token = {level: 0.0 for level in range(5)}
         rows = []
