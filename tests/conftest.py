@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from collections.abc import Callable
@@ -19,10 +18,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Freeze what the test modules' imports made (~700k objects: torch, transformers, onnx...).
 
     Python's full collections walk every tracked object; this process's ran ~0.5 s each, holding the
-    GIL, and stalled the in-process servers the tests time. Frozen, they walk only what came later.
+    GIL, and stalled the in-process servers the tests time. Frozen, they walk only what came later:
+    the server's own ``settle_heap``, applied to the test process.
     """
-    gc.collect()
-    gc.freeze()
+    from onnxkit.runtime.memory import settle_heap
+
+    settle_heap()
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
