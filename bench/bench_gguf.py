@@ -219,6 +219,11 @@ def llamacpp_greedy(gguf: Path, prompts: list[list[int]], eos: list[int], new: i
     return result
 
 
+def identical(ours: list[list[int]], theirs: list[list[int]]) -> int:
+    """How many continuations are the same, prompt by prompt."""
+    return sum(a == b for a, b in zip(ours, theirs, strict=True))
+
+
 def parity(gguf: Path, work: Path) -> dict[str, Any]:
     """Each compute plan against the dequantized float model: the export gate's next-token cosine,
     greedy 32-token continuations identical on DEV_PROMPTS and on the integration test's twenty,
@@ -266,6 +271,7 @@ def parity(gguf: Path, work: Path) -> dict[str, Any]:
         return logits, [int(t) for t in generator.get_sequence(0)[len(ids) :]]
 
     results: dict[str, Any] = {}
+    wanted = {key: [want for _, want in pairs] for key, pairs in greedy.items()}  # the float model's answers
     llama: dict[str, list[list[int]]] = {}
     if LLAMA_PY.is_file():
         eos = reference.generation_config.eos_token_id
@@ -273,8 +279,7 @@ def parity(gguf: Path, work: Path) -> dict[str, Any]:
         answers = iter(llamacpp_greedy(gguf, [ids for pairs in greedy.values() for ids, _ in pairs], eos_ids))
         llama = {key: [next(answers) for _ in pairs] for key, pairs in greedy.items()}  # one model load for all
         results["llama.cpp on the GGUF (its own kernels)"] = {
-            f"greedy_identical_{key}_of_20": sum(g == want for g, (_, want) in zip(got, greedy[key], strict=True))
-            for key, got in llama.items()
+            f"greedy_identical_{key}_of_20": identical(got, wanted[key]) for key, got in llama.items()
         }
         print("llama.cpp", results["llama.cpp on the GGUF (its own kernels)"], flush=True)
     for i, (label, plan) in enumerate(plans().items()):
@@ -287,12 +292,12 @@ def parity(gguf: Path, work: Path) -> dict[str, Any]:
             got = run(model, ids, 1)[0][: want.shape[0]]
             cosines.append(float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))))
         outputs = {k: [run(model, ids, 32)[1] for ids, _ in v] for k, v in greedy.items()}
-        counts = {k: sum(got == want for got, (_, want) in zip(outputs[k], v, strict=True)) for k, v in greedy.items()}
+        counts = {k: identical(outputs[k], wanted[k]) for k in greedy}
         results[label] = {"plan": plan.card(), "gate_min_cosine": round(min(cosines), 5),
                           "greedy_identical_dev_of_20": counts["dev"], "greedy_identical_test_of_20": counts["test"],
                           "raw_decode_tok_s": round(raw_decode(folder, 64), 1)}
         for k, theirs in llama.items():  # and against llama.cpp's own answers
-            results[label][f"same_as_llamacpp_{k}_of_20"] = sum(a == b for a, b in zip(outputs[k], theirs, strict=True))
+            results[label][f"same_as_llamacpp_{k}_of_20"] = identical(outputs[k], theirs)
         print(label, results[label], flush=True)
         del model
         shutil.rmtree(folder)
