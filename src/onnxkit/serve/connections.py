@@ -52,7 +52,7 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
 
     class TimedHttp(HttpToolsProtocol):
         waiting: ClassVar[dict[TimedHttp, float]] = {}  # connection -> when its headers are due (loop time)
-        # connection -> [when it is given up, its write buffer's size at the last sweep]
+        # connection -> [when it is given up, its unsent bytes at the last sweep (-1: not yet counted)]
         stalled: ClassVar[dict[TimedHttp, list[float]]] = {}
         sweep: ClassVar[asyncio.TimerHandle | None] = None
 
@@ -88,7 +88,8 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
 
         def pause_writing(self) -> None:
             super().pause_writing()  # the client reads slower than the response is written
-            TimedHttp.stalled[self] = [self.loop.time() + request_timeout_s, self._unsent()]
+            # counted by the sweep, not here: a large response to a fast client pauses on every write
+            TimedHttp.stalled[self] = [self.loop.time() + request_timeout_s, -1]
             self._ensure_sweep()
 
         def resume_writing(self) -> None:
@@ -125,6 +126,7 @@ def timed_http(request_timeout_s: float) -> type[asyncio.Protocol]:
             for conn, state in list(TimedHttp.stalled.items()):
                 left = conn._unsent()
                 # what the client took since the last sweep earns time at MIN_TRANSFER_RATE, up to the timeout
+                # (none at the first sweep after a pause, whose count is -1)
                 state[0] = min(state[0] + max(state[1] - left, 0) / MIN_TRANSFER_RATE, now + request_timeout_s)
                 state[1] = left
                 if state[0] <= now:
