@@ -76,6 +76,12 @@ class Served:
     pid: int
     log: Path
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port), for a raw socket."""
+        host, port = self.url.removeprefix("http://").split(":")
+        return host, int(port)
+
 
 def free_port() -> int:
     with socket.socket() as s:

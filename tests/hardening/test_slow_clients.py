@@ -48,8 +48,7 @@ def low_ulimit() -> None:
 
 
 def connect(served: Served) -> socket.socket:
-    host, port = served.url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
+    return socket.create_connection(served.address, timeout=10)
 
 
 def read_until_closed(sock: socket.socket, within: float) -> tuple[bytes, float]:
@@ -231,8 +230,7 @@ def large_response(served: Served, pause_s: float, chunk_pause_s: float) -> byte
         [b"1"] * n) + b"]}]}"
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    host, port = served.url.removeprefix("http://").split(":")
-    s.connect((host, int(port)))
+    s.connect(served.address)
     with s:
         s.sendall(head("x", "/v2/models/pad/infer", len(body)) + body)
         time.sleep(pause_s)
