@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from onnxkit.errors import InvalidRequest, OnnxkitError
-from onnxkit.settings import DEFAULT_MODELS, Limits, ServerSettings
+from onnxkit.settings import DEFAULT_MODELS, MIN_TRANSFER_RATE, Limits, ServerSettings
 
 if TYPE_CHECKING:
     from onnxkit.serve.app import ModelSpec
@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(30 ms at most) so that a burst shares one batch; 0 starts at once")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument("--request-timeout", type=float, default=20.0, metavar="S",
-                   help="a request's headers must arrive within S seconds, and its body within S plus 1 s "
-                        "per 500 bytes; slower clients get 408 and are disconnected")
+                   help=f"a request's headers must arrive within S seconds, and its body within S plus 1 s "
+                        f"per {MIN_TRANSFER_RATE} bytes; slower clients get 408 and are disconnected, and so is "
+                        "a client taking its response slower than that")
     p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
                    help="raise or lower a per-request bound (repeatable); " + ", ".join(
                        f"{f}={getattr(Limits(), f)}" for f in Limits.names()) + " (docs/limits.md)")
