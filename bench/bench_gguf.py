@@ -11,8 +11,9 @@
    (a) `onnxkit serve` on the exact build, (b) `onnxkit serve` on the int4 build, (c) llama-cpp-python's
    OpenAI server on the GGUF file itself, same thread count. Raw onnxruntime-genai Generator loops
    for (a) and (b) too, so the server's overhead is visible.
-4. --parity: for the default compute plan (the served one: accuracy_level 0, float32 activations)
-   and plans with int8 activations (accuracy_level 4, as llama.cpp computes) in some weight groups
+4. --parity: for the default compute plan (the served one: onnxkit's BlockMatMul, float32
+   activations), MatMulNBits at accuracy_level 0 (float32 too), and plans with int8 activations
+   (accuracy_level 4, as llama.cpp computes) in some weight groups
    (gguf_compute's table): the export gate's next-token cosine to the dequantized float model,
    greedy 32-token continuations identical to its on DEV_PROMPTS (for choosing) and on the
    integration test's twenty prompts (reported), and raw decode tokens/s. Where llama-cpp-python is
@@ -172,11 +173,12 @@ DEV_PROMPTS = [
 
 
 def plans() -> dict[str, Any]:
-    from onnxkit.export.gguf_compute import DEFAULT_PLAN, Compute, Plan
+    from onnxkit.export.gguf_compute import EXACT, Compute, Plan, default_plan
 
     exact, int8 = Compute(0), Compute(4)
     return {
-        "default (served)": DEFAULT_PLAN,
+        "default (served)": default_plan(),
+        "every matrix at level 0 (MatMulNBits)": EXACT,
         "every matrix at level 4": Plan.uniform(4),
         "layers at level 4 in blocks of 16, lm_head at 0": Plan(Compute(4, 16), exact),
         "only q/k/v at level 4": Plan(exact, exact, (("qkv", int8),)),

@@ -18,7 +18,7 @@ from onnxkit.errors import InvalidRequest
 from onnxkit.export import export
 from onnxkit.export.causal_lm import build_from_gguf
 from onnxkit.export.gguf import gguf_to_hf
-from onnxkit.export.gguf_compute import EXACT, Compute, Plan
+from onnxkit.export.gguf_compute import EXACT, KERNEL, Compute, Plan
 
 og = pytest.importorskip("onnxruntime_genai")
 
@@ -64,12 +64,13 @@ def _logits_and_greedy(folder: Path, ids: list[int], new: int) -> tuple[np.ndarr
     return logits, [int(t) for t in generator.get_sequence(0)[len(ids) :]]
 
 
+@pytest.mark.parametrize("plan", [KERNEL, EXACT], ids=["BlockMatMul", "MatMulNBits"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_each_block_type_is_carried_over_exactly(name: str, tmp_path: Path) -> None:
+def test_each_block_type_is_carried_over_exactly(name: str, plan: Plan, tmp_path: Path) -> None:
     types, tied = MODELS[name]
     gguf_file = write_tiny_llama(tmp_path / f"tiny-{name}.gguf", types, tied=tied)
     out = tmp_path / "genai"
-    fields = build_from_gguf(gguf_file, out, tmp_path / "scratch", max_length=128, plan=EXACT)
+    fields = build_from_gguf(gguf_file, out, tmp_path / "scratch", max_length=128, plan=plan)
     assert fields["gguf"]["types"][name] > 0
     assert fields["parity"]["logits_min_cosine"] >= 0.9999
 
@@ -85,10 +86,17 @@ def test_each_block_type_is_carried_over_exactly(name: str, tmp_path: Path) -> N
     assert float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))) >= 0.9999
     assert greedy == sequence[0, len(ids) :].tolist()
 
-    # The quantized matrices are MatMulNBits now; no float copy of them is left behind.
+    # The quantized matrices are BlockMatMul or MatMulNBits now; no float copy of them is left behind.
     graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count("MatMulNBits") >= 2 * 4
+    if plan is KERNEL:
+        assert ops.count("BlockMatMul") >= 2 * 4 and "MatMulNBits" not in ops
+        # the folder carries the library, and genai loads it from there
+        config = json.loads((out / "genai_config.json").read_text())
+        assert config["model"]["decoder"]["session_options"]["custom_ops_library"] == "libonnxkit_kernels.so"
+        assert (out / "libonnxkit_kernels.so").is_file()
+    else:
+        assert ops.count("MatMulNBits") >= 2 * 4 and "BlockMatMul" not in ops
     float_matmuls = {n.input[1] for n in graph.node if n.op_type == "MatMul" and "offset" not in n.name}
     if name == "Q5_1":
         assert float_matmuls == {"/lm_head.MatMul.weight"}  # the F16 output matrix stays float
@@ -112,9 +120,9 @@ def test_cli_default_keeps_the_blocks_and_records_them(tmp_path: Path, capsys: p
     assert card["gguf"]["types"] == {"F32": 5, "Q4_K": 11, "Q6_K": 5}
     assert card["gguf"]["tensors"]["blk.1.attn_v.weight"] == "Q6_K"
     graph = card["gguf"]["graph"]
-    exact = {"accuracy_level": 0, "block": "gguf"}
-    assert graph["compute"] == {"layers": exact, "lm_head": exact}
-    assert graph["nodes"]["8-bit blocks as two 4-bit halves"] == 5
+    kernel = {"op": "onnxkit.BlockMatMul", "activations": "float32", "block": "gguf"}  # a C compiler is at hand
+    assert graph["compute"] == {"layers": kernel, "lm_head": kernel}
+    assert graph["nodes"]["BlockMatMul Q6_K"] == 5  # output, and attn_v and ffn_down of both layers
     assert card["parity"]["logits_min_cosine"] >= 0.999 and card["parity"]["prompts"] == 6
     assert card == json.loads((out / "onnxkit.json").read_text())
 
@@ -127,7 +135,8 @@ def test_a_plan_sets_each_weight_groups_compute_and_the_card_records_it(tmp_path
     plan = Plan(layers=Compute(0, 16), lm_head=Compute(1))
     fields = build_from_gguf(gguf_file, tmp_path / "out", tmp_path / "scratch", max_length=128, plan=plan)
     assert fields["gguf"]["graph"]["compute"] == {
-        "layers": {"accuracy_level": 0, "block": 16}, "lm_head": {"accuracy_level": 1, "block": "gguf"}
+        "layers": {"op": "MatMulNBits", "accuracy_level": 0, "block": 16},
+        "lm_head": {"op": "MatMulNBits", "accuracy_level": 1, "block": "gguf"},
     }
     graph = onnx.load(str(tmp_path / "out" / "model.onnx"), load_external_data=False).graph
     settings = set()

@@ -119,8 +119,10 @@ def test_a_plan_names_each_weights_compute() -> None:
     assert plan.of(LM_HEAD) == Compute(4, 16)
     assert plan.of("model.layers.3.attn.o_proj.MatMul.weight") == Compute(4)
     assert plan.of("model.layers.3.attn.qkv_proj.MatMul.weight") == Compute(0)
-    assert plan.card()["projections"] == {"o": {"accuracy_level": 4, "block": "gguf"}}
+    assert plan.card()["projections"] == {"o": {"op": "MatMulNBits", "accuracy_level": 4, "block": "gguf"}}
     with pytest.raises(ValueError, match=r"projections \['out'\] are not the builder's"):
         Plan(Compute(0), Compute(0), (("out", Compute(4)),))
     with pytest.raises(ValueError, match="accuracy_level 5 is not MatMulNBits'"):
         Compute(5)
+    with pytest.raises(ValueError, match="BlockMatMul keeps float32 activations"):
+        Compute(4, kernel=True)

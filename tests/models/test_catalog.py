@@ -154,13 +154,19 @@ def test_smollm2_carries_the_gguf_blocks_exactly(smollm: CachedModel, tmp_path: 
     from onnxkit.export.sources import wheel_file
 
     og = pytest.importorskip("onnxruntime_genai")
-    assert smollm.manifest.extra["recipe"] == catalog.CATALOG["smollm2-135m-instruct"].recipe == 3
+    assert smollm.manifest.extra["recipe"] == catalog.CATALOG["smollm2-135m-instruct"].recipe == 4
     card = read_card(smollm.path)
     assert card["precision"] == "gguf"
     assert card["gguf"]["types"] == {"F32": 61, "Q4_1": 210, "Q8_0": 1}
     assert card["gguf"]["tensors"]["token_embd.weight"] == "Q8_0"
     assert card["gguf"]["tensors"]["blk.29.ffn_down.weight"] == "Q4_1"
-    assert card["gguf"]["graph"]["embedding"] == "GatherBlockQuantized 4+4-bit from Q8_0"  # lm_head's bytes
+    # Multiplied by onnxkit's BlockMatMul (a C compiler is at hand wherever the suite runs), in float32;
+    # the embedding gathers the same Q8_0 blocks on its own.
+    kernel = {"op": "onnxkit.BlockMatMul", "activations": "float32", "block": "gguf"}
+    assert card["gguf"]["graph"]["compute"] == {"layers": kernel, "lm_head": kernel}
+    assert card["gguf"]["graph"]["nodes"]["BlockMatMul Q4_1"] == 4 * 30  # per layer: q/k/v packed, o, gate+up, down
+    assert card["gguf"]["graph"]["embedding"] == "GatherBlockQuantized 8-bit from Q8_0"
+    assert (smollm.path / "libonnxkit_kernels.so").is_file()
     assert card["parity"]["logits_min_cosine"] >= 0.999 and card["parity"]["next_token_agreement"] == 1.0
 
     # Greedy continuations of the served model against the dequantized float model in PyTorch.

@@ -36,9 +36,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxkit.errors import SupplyError
+from onnxkit.export import kernels
 from onnxkit.export.gguf import GGUFFile, GGUFTensor
 from onnxkit.export.gguf_blocks import LAYOUT, Blocks, concat, packed, zero_points
-from onnxkit.export.gguf_compute import DEFAULT_PLAN, LM_HEAD, Compute, Plan
+from onnxkit.export.gguf_compute import LM_HEAD, Compute, Plan, default_plan
 from onnxkit.export.gguf_nodes import Rewrite, gather, matmul_nbits
 from onnxkit.types import JSON, Array
 
@@ -242,10 +243,10 @@ def _decoded(gguf: GGUFFile, node: onnx.NodeProto, weights: dict[str, onnx.Tenso
 def carry_blocks(genai_dir: Path, gguf: GGUFFile, plan: Plan | None = None) -> JSON:
     """Rewrite ``genai_dir/model.onnx`` (the builder's fp32 graph of ``gguf``) onto the GGUF's blocks.
 
-    ``plan``: how MatMulNBits runs each weight group (None: ``DEFAULT_PLAN``). Returns what was
+    ``plan``: how each weight group is multiplied (None: ``default_plan()``). Returns what was
     done, for the model card.
     """
-    plan = DEFAULT_PLAN if plan is None else plan
+    plan = default_plan() if plan is None else plan
     path = genai_dir / "model.onnx"
     model = onnx.load(str(path))
     graph = model.graph
@@ -297,6 +298,8 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, plan: Plan | None = None) -> J
     embedding = _embedding(rw, embed_gather, embed, lm_head)
     at = kept.index(embed_gather)
     kept[at : at + 1] = rw.nodes[start:]
+    if any(op.startswith("BlockMatMul") for op in rw.counts):
+        kernels.install(genai_dir, model)
     _write(model, kept, rw, path)
     return {
         "compute": plan.card(),

@@ -1,4 +1,5 @@
-"""The nodes that multiply by a GGUF's blocks: MatMulNBits, the min term, GatherBlockQuantized.
+"""The nodes that multiply by a GGUF's blocks: MatMulNBits and the min term, or onnxkit's BlockMatMul;
+GatherBlockQuantized.
 
 ``gguf_graph`` decides which weight goes where; this module writes the nodes for one weight, so
 that they can be checked alone against ``A · Wᵀ`` (tests/export/test_export_gguf_blocks.py).
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxkit.export import kernels
 from onnxkit.export.gguf_blocks import Blocks, packed, zero_points
 from onnxkit.export.gguf_compute import Compute
 from onnxkit.types import Array
@@ -69,14 +71,29 @@ def _nbits_node(rw: Rewrite, name: str, activation: str, blocks: Blocks, output:
     return name
 
 
+def block_matmul(rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str) -> None:
+    """One onnxkit BlockMatMul: the blocks as they are (codes, scales, min), float32 activations."""
+    data = kernels.pack(blocks.q, blocks.scale, blocks.zero_point, blocks.offset, blocks.bits)
+    weight = rw.init(f"{name}.weight_blocks", data.data)
+    node = helper.make_node(kernels.OP, [activation, weight], [output], name=f"{name}/{kernels.OP}")
+    node.domain = kernels.DOMAIN
+    node.attribute.extend(helper.make_attribute(key, value) for key, value in data.attributes().items())
+    rw.nodes.append(node)
+    rw.counts[f"BlockMatMul {blocks.type_name}"] += 1
+
+
 def matmul_nbits(
     rw: Rewrite, name: str, activation: str, blocks: Blocks, output: str, compute: Compute
 ) -> list[tuple[str, Blocks]]:
     """The nodes computing ``activation · blocksᵀ`` into ``output``; returns (stem, blocks) per MatMulNBits.
 
-    8-bit blocks at accuracy_level 0 run as two exact 4-bit halves (``Blocks.nibbles``); a min per
-    block adds ``(activation summed per 32) · offsetᵀ``.
+    With ``compute.kernel``, one BlockMatMul (and no MatMulNBits: returns []). Otherwise 8-bit blocks
+    at accuracy_level 0 run as two exact 4-bit halves (``Blocks.nibbles``); a min per block adds
+    ``(activation summed per 32) · offsetᵀ``.
     """
+    if compute.kernel:
+        block_matmul(rw, name, activation, blocks, output)
+        return []
     accuracy = compute.accuracy_level
     blocks = blocks.recentred()  # before a split: the offset is per 32-block
     if compute.block is not None and compute.block < blocks.block:
