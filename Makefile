@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test check setup models browser screenshots proto proto-check bench soak clean
+.PHONY: run test check setup models compiler browser screenshots proto proto-check bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-models: $(STAMP)
+models: $(STAMP) compiler
 	$(BIN)/onnxkit pull smollm2-135m-instruct all-minilm-l6-v2
+
+# onnxkit's BlockMatMul operator (src/onnxkit/export/kernels, C) is compiled on first use by the system's
+# C compiler; installed here when missing, as the browser is below. Without one, GGUF models fall back to
+# onnxruntime's MatMulNBits (the same answers, about half the decode speed) and the kernel's tests fail.
+compiler:
+	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$SUDO apt-get install -y -q gcc >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q gcc >/dev/null; } || \
+	    echo "could not install a C compiler: GGUF models will use MatMulNBits"; \
+	  else echo "no C compiler, and none can be installed here: GGUF models will use MatMulNBits"; fi; }
 
 run: models
 	$(BIN)/onnxkit serve
