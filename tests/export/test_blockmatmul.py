@@ -2,7 +2,7 @@
 
 The library is compiled from src/onnxkit/export/kernels by the C compiler at hand; each product is
 checked against float64 A·Wᵀ on the dequantized weights, for one row of activations (decode) and
-several (prefill), on the AVX-512 path and on the portable one.
+a few (batched decode) and many (prefill), on the AVX-512 path and on the portable one.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def _check(name: str, library: Path, rows: int) -> int:
     return next(a.i for node in rw.nodes for a in node.attribute if a.name == "scale_bits")
 
 
-@pytest.mark.parametrize("rows", [1, 5], ids=["decode", "prefill"])
+# one row; a few rows, each on its own (batched decode); eight rows at a time through a dequantized
+# panel, and three left over (prefill)
+@pytest.mark.parametrize("rows", [1, 3, 11], ids=["decode", "batched-decode", "prefill"])
 @pytest.mark.parametrize("name", list(QUANTIZED))
 def test_blockmatmul_multiplies_with_the_exact_weights(name: str, rows: int, library: Path) -> None:
     scale_bits = _check(name, library, rows)
@@ -86,7 +88,7 @@ def test_the_portable_path_computes_the_same(library: Path) -> None:
         "from pathlib import Path\n"
         "lib = ctypes.CDLL(sys.argv[3]); assert lib.okx_uses_avx512() == 0\n"
         "for name in QUANTIZED:\n"
-        "    for rows in (1, 3): _check(name, Path(sys.argv[3]), rows)\n"
+        "    for rows in (1, 3, 11): _check(name, Path(sys.argv[3]), rows)\n"
         "print('portable ok')\n"
     )
     here = Path(__file__).parent

@@ -2,9 +2,11 @@
 
    One row of activations (decode): each record's codes become floats through a 16-entry table
    (q − zero_point), are multiplied by the activations in float32, summed per block and scaled:
-   y[r] += scale[r] · Σ a[k]·(q[r][k] − z) + offset[r] · Σ a[k]. Several rows (prefill): each record
-   is dequantized once, as ggml does (scale · (q − z), then + offset), into a float tile that every
-   row of activations multiplies. Both are the dequantized model's product up to float32 rounding.
+   y[r] += scale[r] · Σ a[k]·(q[r][k] − z) + offset[r] · Σ a[k]; a few rows (batched decode) each so.
+   More rows (prefill): a group of 16
+   rows is dequantized once, as ggml does (scale · (q − z), then + offset), into a float panel that
+   eight rows of activations at a time multiply. Both are the dequantized model's product up to
+   float32 rounding.
 
    The AVX-512 path runs where the CPU has it (okx_vectorized); elsewhere a portable one does the
    same arithmetic, slowly. */
@@ -164,42 +166,65 @@ AVX512 static void gemv_avx512(const okx_layout* l, const uint8_t* w, const floa
     }
 }
 
-/* several rows: each record dequantized once into a tile, then every row multiplies it */
-AVX512 static void gemm_avx512(const okx_layout* l, const uint8_t* w, const float* a, int64_t rows, float* y,
-                               int64_t g0, int64_t g1) {
+/* several rows: a row group's records dequantized once into a float panel (16 values per column of
+   K, as ggml dequantizes them), which eight rows of activations at a time then multiply */
+enum { PANEL_ROWS = 8 };
+
+AVX512 static void dequantize_panel(const okx_layout* l, const uint8_t* p, float* panel) {
     const int64_t nb = l->k / l->block;
     const int block = l->block, sb = l->scale_bits;
     const size_t rec = okx_record_bytes(l), codes = code_bytes(l), vals = (size_t)(sb / 8) * 16;
     const __m512 table = u4_table(l->zero_point);
-    __m512 tile[32];
+    for (int64_t b = 0; b < nb; b++, p += rec) {
+        const __m512 scale = load_values(p + codes, sb);
+        const __m512 offset = l->has_offset ? load_values(p + codes + vals, sb) : _mm512_setzero_ps();
+        float* out = panel + b * block * 16;
+        for (int kk = 0; kk < block; kk++) {
+            __m512 v = _mm512_mul_ps(scale, l->bits == 4 ? codes_u4(p, kk, table) : codes_s8(p, kk));
+            _mm512_store_ps(out + 16 * kk, l->has_offset ? _mm512_add_ps(v, offset) : v);
+        }
+    }
+}
+
+AVX512 static void gemm_avx512(const okx_layout* l, const uint8_t* w, const float* a, int64_t rows, float* y,
+                               int64_t g0, int64_t g1, float* panel) {
+    const int64_t k = l->k, nb = k / l->block;
+    const size_t rec = okx_record_bytes(l);
     for (int64_t g = g0; g < g1; g++) {
         const int64_t live = l->n - 16 * g;
         const __mmask16 mask = live >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << live) - 1);
-        for (int64_t m = 0; m < rows; m++) _mm512_mask_storeu_ps(y + m * l->n + 16 * g, mask, _mm512_setzero_ps());
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t* p = w + (size_t)(g * nb + b) * rec;
-            const __m512 scale = load_values(p + codes, sb);
-            for (int kk = 0; kk < block; kk++) {
-                __m512 q = l->bits == 4 ? codes_u4(p, kk, table) : codes_s8(p, kk);
-                tile[kk] = _mm512_mul_ps(scale, q);
-            }
-            if (l->has_offset) {
-                const __m512 offset = load_values(p + codes + vals, sb);
-                for (int kk = 0; kk < block; kk++) tile[kk] = _mm512_add_ps(tile[kk], offset);
-            }
-            for (int64_t m = 0; m < rows; m++) {
-                const float* x = a + m * l->k + b * block;
-                float* out = y + m * l->n + 16 * g;
-                __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-                for (int kk = 0; kk < block; kk += 4) {
-                    s0 = _mm512_fmadd_ps(tile[kk], _mm512_set1_ps(x[kk]), s0);
-                    s1 = _mm512_fmadd_ps(tile[kk + 1], _mm512_set1_ps(x[kk + 1]), s1);
-                    s2 = _mm512_fmadd_ps(tile[kk + 2], _mm512_set1_ps(x[kk + 2]), s2);
-                    s3 = _mm512_fmadd_ps(tile[kk + 3], _mm512_set1_ps(x[kk + 3]), s3);
+        dequantize_panel(l, w + (size_t)(g * nb) * rec, panel);
+        int64_t m = 0;
+        for (; m + PANEL_ROWS <= rows; m += PANEL_ROWS) {
+            const float* x = a + m * k;
+            __m512 acc[PANEL_ROWS], part[PANEL_ROWS]; /* summed per block, then added up: rounding grows
+                                                         with the block, not with K */
+            for (int i = 0; i < PANEL_ROWS; i++) acc[i] = _mm512_setzero_ps();
+            for (int64_t c0 = 0; c0 < k; c0 += l->block) {
+                for (int i = 0; i < PANEL_ROWS; i++) part[i] = _mm512_setzero_ps();
+                for (int64_t c = c0; c < c0 + l->block; c++) {
+                    const __m512 v = _mm512_load_ps(panel + 16 * c);
+                    for (int i = 0; i < PANEL_ROWS; i++)
+                        part[i] = _mm512_fmadd_ps(v, _mm512_set1_ps(x[i * k + c]), part[i]);
                 }
-                __m512 s = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
-                _mm512_mask_storeu_ps(out, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), s));
+                for (int i = 0; i < PANEL_ROWS; i++) acc[i] = _mm512_add_ps(acc[i], part[i]);
             }
+            for (int i = 0; i < PANEL_ROWS; i++) _mm512_mask_storeu_ps(y + (m + i) * l->n + 16 * g, mask, acc[i]);
+        }
+        for (; m < rows; m++) { /* the rows left over: four partial sums each */
+            const float* x = a + m * k;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t c0 = 0; c0 < k; c0 += l->block) {
+                __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+                for (int64_t c = c0; c < c0 + l->block; c += 4) { /* blocks are 16 or 32 long */
+                    s0 = _mm512_fmadd_ps(_mm512_load_ps(panel + 16 * c), _mm512_set1_ps(x[c]), s0);
+                    s1 = _mm512_fmadd_ps(_mm512_load_ps(panel + 16 * (c + 1)), _mm512_set1_ps(x[c + 1]), s1);
+                    s2 = _mm512_fmadd_ps(_mm512_load_ps(panel + 16 * (c + 2)), _mm512_set1_ps(x[c + 2]), s2);
+                    s3 = _mm512_fmadd_ps(_mm512_load_ps(panel + 16 * (c + 3)), _mm512_set1_ps(x[c + 3]), s3);
+                }
+                acc = _mm512_add_ps(acc, _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+            }
+            _mm512_mask_storeu_ps(y + m * l->n + 16 * g, mask, acc);
         }
     }
 }
@@ -212,7 +237,18 @@ void okx_groups(const okx_layout* l, const uint8_t* w, const float* a, int64_t r
         groups_portable(l, w, a, rows, y, g0, g1);
     } else if (rows == 1) {
         gemv_avx512(l, w, a, sums, y, g0, g1);
+    } else if (rows <= OKX_GEMV_ROWS) { /* a group's records stay in cache from one row to the next */
+        const int64_t nb = l->k / l->block;
+        for (int64_t g = g0; g < g1; g++)
+            for (int64_t m = 0; m < rows; m++)
+                gemv_avx512(l, w, a + m * l->k, sums ? sums + m * nb : NULL, y + m * l->n, g, g + 1);
     } else {
-        gemm_avx512(l, w, a, rows, y, g0, g1);
+        float* panel = aligned_alloc(64, (size_t)l->k * 16 * sizeof(float)); /* k·64 bytes: L2-resident */
+        if (panel) {
+            gemm_avx512(l, w, a, rows, y, g0, g1, panel);
+            free(panel);
+        } else {
+            groups_portable(l, w, a, rows, y, g0, g1); /* needs no memory of its own */
+        }
     }
 }

@@ -23,8 +23,13 @@ typedef struct {
 /* bytes of one record; 0 if the layout is not one this kernel computes */
 size_t okx_record_bytes(const okx_layout* layout);
 
+/* up to this many rows of activations, each is multiplied on its own (decode, also batched); above it,
+   through a dequantized panel (prefill) */
+#define OKX_GEMV_ROWS 4
+
 /* Y[m][16g .. 16g+15] for the row groups g in [g0, g1), m in [0, rows); A is rows × k, Y rows × n.
-   `sums` (rows × k/block floats) holds A summed per block; only read when has_offset and rows == 1. */
+   `sums` (rows × k/block floats) holds A summed per block; only read when has_offset and
+   rows <= OKX_GEMV_ROWS. */
 void okx_groups(const okx_layout* layout, const uint8_t* w, const float* a, int64_t rows, const float* sums,
                 float* y, int64_t g0, int64_t g1);
 

@@ -151,6 +151,22 @@ static OrtStatus* shape_of(const OrtApi* api, const OrtValue* value, int* type, 
     return status;
 }
 
+/* A summed per block, where okx_groups reads it (rows multiplied on their own, with a min); 0 or -1 */
+static int block_sums(const okx_layout* l, const float* a, int64_t rows, float** out) {
+    *out = NULL;
+    if (!l->has_offset || rows > OKX_GEMV_ROWS) return 0;
+    const int64_t count = rows * (l->k / l->block);
+    float* sums = malloc(sizeof(float) * (size_t)count);
+    if (!sums) return -1;
+    for (int64_t b = 0; b < count; b++) {
+        float s = 0.0f;
+        for (int i = 0; i < l->block; i++) s += a[b * l->block + i];
+        sums[b] = s;
+    }
+    *out = sums;
+    return 0;
+}
+
 static OrtStatus* compute(void* kernel, OrtKernelContext* context) {
     const Kernel* k = kernel;
     const OrtApi* api = k->api;
@@ -181,16 +197,7 @@ static OrtStatus* compute(void* kernel, OrtKernelContext* context) {
     if (!status) status = CALL(api, GET_TENSOR_MUTABLE_DATA, mutable_data_fn)(y_value, &y_data);
     if (status || rows == 0) return status;
     float* sums = NULL;
-    if (l->has_offset && rows == 1) { /* one row: the min's share is offset · Σ a per block */
-        sums = malloc(sizeof(float) * (size_t)blocks);
-        if (!sums) return fail(api, ORT_FAIL, "BlockMatMul: out of memory");
-        const float* a = a_data;
-        for (int64_t b = 0; b < blocks; b++) {
-            float s = 0.0f;
-            for (int i = 0; i < l->block; i++) s += a[b * l->block + i];
-            sums[b] = s;
-        }
-    }
+    if (block_sums(l, a_data, rows, &sums)) return fail(api, ORT_FAIL, "BlockMatMul: out of memory");
     /* a few tasks per thread, each at least 4 row groups */
     int64_t tasks = groups / 4 < 64 ? groups / 4 : 64;
     if (tasks < 1) tasks = 1;
@@ -232,9 +239,12 @@ EXPORT OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase
     return status;
 }
 
-/* for tests and benchmarks through ctypes: the arithmetic alone, single-threaded */
-EXPORT void okx_multiply(const okx_layout* layout, const uint8_t* w, const float* a, int64_t rows, const float* sums,
-                         float* y) {
+/* for benchmarks through ctypes: the arithmetic alone, single-threaded; 0, or -1 out of memory */
+EXPORT int okx_multiply(const okx_layout* layout, const uint8_t* w, const float* a, int64_t rows, float* y) {
+    float* sums = NULL;
+    if (!okx_record_bytes(layout) || block_sums(layout, a, rows, &sums)) return -1;
     okx_groups(layout, w, a, rows, sums, y, 0, (layout->n + 15) / 16);
+    free(sums);
+    return 0;
 }
 EXPORT int okx_uses_avx512(void) { return okx_vectorized(); }
