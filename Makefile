@@ -20,17 +20,23 @@ setup: $(STAMP)
 models: $(STAMP) compiler
 	$(BIN)/onnxkit pull smollm2-135m-instruct all-minilm-l6-v2
 
+# Debian packages a target needs, installed when missing, as root or through sudo: $(call apt_install,
+# PACKAGE,what happens without it). Where they cannot be, it says what that means and goes on.
+define apt_install
+if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+  $$SUDO apt-get install -y -q $(1) >/dev/null 2>&1 || \
+  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(1) >/dev/null; } || \
+  echo "could not install $(1): $(2)"; \
+else echo "$(1) is missing and cannot be installed here (needs root or sudo, and apt-get): $(2)"; fi
+endef
+
 # onnxkit's BlockMatMul operator (src/onnxkit/export/kernels, C) is compiled on first use by the system's
-# C compiler; installed here when missing, as the browser is below. Without one, GGUF models fall back to
-# onnxruntime's MatMulNBits (the same answers, about half the decode speed) and the kernel's tests fail.
+# C compiler. Without one, GGUF models fall back to onnxruntime's MatMulNBits (the same answers, about
+# half the decode speed) and the kernel's tests fail.
 compiler:
 	@command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
-	    $$SUDO apt-get install -y -q gcc >/dev/null 2>&1 || \
-	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q gcc >/dev/null; } || \
-	    echo "could not install a C compiler: GGUF models will use MatMulNBits"; \
-	  else echo "no C compiler, and none can be installed here: GGUF models will use MatMulNBits"; fi; }
+	  $(call apt_install,gcc,GGUF models will use MatMulNBits); }
 
 run: models
 	$(BIN)/onnxkit serve
@@ -39,16 +45,11 @@ test: models proto-check browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The page's tests (tests/serve/test_ui_browser*.py) drive Debian's chromium with Playwright (never
-# Playwright's own browser download). Installed here when missing, as root or through sudo; where it
-# cannot be, those tests skip and say why (CI sets ONNXKIT_BROWSER_TESTS=required: there they fail).
+# Playwright's own browser download), installed when missing (apt_install above); where it cannot be,
+# those tests skip and say why (CI sets ONNXKIT_BROWSER_TESTS=required: there they fail).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
-	    $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; } || \
-	    echo "could not install chromium: the browser tests will skip"; \
-	  else echo "chromium is missing and cannot be installed here (needs root or sudo, and apt-get): the browser tests will skip"; fi; }
+	  $(call apt_install,chromium,the browser tests will skip); }
 
 # docs/img/*.png, the page's views on the default models (README shows them)
 screenshots: models browser
