@@ -298,7 +298,7 @@ def carry_blocks(genai_dir: Path, gguf: GGUFFile, plan: Plan | None = None) -> J
     embedding = _embedding(rw, embed_gather, embed, lm_head)
     at = kept.index(embed_gather)
     kept[at : at + 1] = rw.nodes[start:]
-    if any(op.startswith("BlockMatMul") for op in rw.counts):
+    if any(n.op_type == kernels.OP and n.domain == kernels.DOMAIN for n in rw.nodes):
         kernels.install(genai_dir, model)
     _write(model, kept, rw, path)
     return {
