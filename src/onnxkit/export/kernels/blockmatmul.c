@@ -19,6 +19,7 @@
 size_t okx_record_bytes(const okx_layout* l) {
     if ((l->block != 16 && l->block != 32) || (l->bits != 4 && l->bits != 8)) return 0;
     if ((l->scale_bits != 16 && l->scale_bits != 32) || l->k <= 0 || l->n <= 0 || l->k % l->block) return 0;
+    if (l->k > OKX_MAX_DIM || l->n > OKX_MAX_DIM) return 0; /* keeps sizes derived from them in int64 */
     if (l->bits == 4 && (l->zero_point < 0 || l->zero_point > 15)) return 0;
     if (l->bits == 8 && l->zero_point != 0) return 0; /* 8-bit codes are stored already centred */
     size_t codes = (size_t)l->block * (l->bits == 4 ? 8 : 16);

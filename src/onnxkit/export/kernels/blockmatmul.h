@@ -20,6 +20,9 @@ typedef struct {
     int32_t block, bits, scale_bits, has_offset, zero_point;
 } okx_layout;
 
+/* N and K above this are refused: products of sizes then stay far inside int64 */
+#define OKX_MAX_DIM ((int64_t)1 << 31)
+
 /* bytes of one record; 0 if the layout is not one this kernel computes */
 size_t okx_record_bytes(const okx_layout* layout);
 

@@ -6,6 +6,7 @@
    number: this library is built where onnxruntime's headers are not installed, so it declares only
    what it calls. OrtApi is append-only across releases, so a slot keeps its meaning; API version 17
    (onnxruntime 1.17) is the first with KernelContext_ParallelFor, the newest slot used here. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,12 +230,23 @@ static const OrtCustomOp block_matmul = {
     default_memory, arity, homogeneous, arity, homogeneous, create_kernel, compute,
 };
 
+/* One domain for the process, made by the first session that registers the library: sessions keep
+   pointing at it, so it is never released, and every later session adds the same one. */
+static pthread_mutex_t domain_lock = PTHREAD_MUTEX_INITIALIZER;
+static OrtCustomOpDomain* domain = NULL;
+
 EXPORT OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* base) {
     const OrtApi* api = base->GetApi(API_VERSION);
     if (!api) return NULL; /* an onnxruntime older than 1.17 returns no table; nothing can be reported */
-    OrtCustomOpDomain* domain = NULL; /* lives as long as the process: sessions keep pointing at it */
-    OrtStatus* status = CALL(api, CREATE_CUSTOM_OP_DOMAIN, create_domain_fn)("onnxkit", &domain);
-    if (!status) status = CALL(api, CUSTOM_OP_DOMAIN_ADD, domain_add_fn)(domain, &block_matmul);
+    OrtStatus* status = NULL;
+    pthread_mutex_lock(&domain_lock);
+    if (!domain) {
+        OrtCustomOpDomain* made = NULL;
+        status = CALL(api, CREATE_CUSTOM_OP_DOMAIN, create_domain_fn)("onnxkit", &made);
+        if (!status) status = CALL(api, CUSTOM_OP_DOMAIN_ADD, domain_add_fn)(made, &block_matmul);
+        if (!status) domain = made; /* a half-made domain leaks once, on an error already reported */
+    }
+    pthread_mutex_unlock(&domain_lock);
     if (!status) status = CALL(api, ADD_CUSTOM_OP_DOMAIN, add_domain_fn)(options, domain);
     return status;
 }
