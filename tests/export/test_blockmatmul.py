@@ -16,14 +16,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from tiny_gguf import Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, encode
+from tiny_gguf import Q4_1, QUANTIZED, encode, realistic_weights
 
 from onnxkit.export import gguf_blocks, kernels
 from onnxkit.export.gguf_compute import EXACT, KERNEL, default_plan
 from onnxkit.export.gguf_nodes import Rewrite, block_matmul
 
-QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
-             "Q6_K": Q6_K}
 K, N = 512, 100  # N not a multiple of 16: the last row group is partial
 
 
@@ -33,12 +31,6 @@ def library() -> Path:
     assert built is not None, "no C compiler: BlockMatMul cannot be built here"
     return built
 
-
-def _weights(rows: int, cols: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02
-    w[rng.integers(0, rows, 4), rng.integers(0, cols, 4)] *= 20
-    return w.astype(np.float32)
 
 
 def _session(rw: Rewrite, library: Path, n: int, threads: int = 2) -> ort.InferenceSession:
@@ -58,7 +50,7 @@ def _session(rw: Rewrite, library: Path, n: int, threads: int = 2) -> ort.Infere
 
 def _check(name: str, library: Path, rows: int) -> int:
     """Run one type's BlockMatMul against float64; returns the stored scale width."""
-    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(N, K, 2), QUANTIZED[name]), N, K)
+    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(realistic_weights(N, K, 2), QUANTIZED[name]), N, K)
     rw = Rewrite()
     block_matmul(rw, "layer", "A", blocks, "Y")
     assert [node.op_type for node in rw.nodes] == ["BlockMatMul"]  # one node: no halves, no min term
@@ -74,7 +66,7 @@ def _check(name: str, library: Path, rows: int) -> int:
 # panel, and three left over (prefill)
 @pytest.mark.parametrize("rows", [1, 3, 11], ids=["decode", "batched-decode", "prefill"])
 @pytest.mark.parametrize("name", list(QUANTIZED))
-def test_blockmatmul_multiplies_with_the_exact_weights(name: str, rows: int, library: Path) -> None:
+def test_blockmatmul_multiplies_with_the_exactrealistic_weights(name: str, rows: int, library: Path) -> None:
     scale_bits = _check(name, library, rows)
     # GGUF's d and m are fp16 and stay so; K-quants' d·sc are products that need float32.
     assert scale_bits == (32 if name in ("Q4_K", "Q5_K", "Q6_K") else 16)
@@ -101,7 +93,7 @@ def test_the_portable_path_computes_the_same(library: Path) -> None:
 
 
 def test_bad_shapes_and_attributes_are_errors_not_crashes(library: Path) -> None:
-    blocks = gguf_blocks.decode("w", Q4_1, encode(_weights(32, 64, 1), Q4_1), 32, 64)
+    blocks = gguf_blocks.decode("w", Q4_1, encode(realistic_weights(32, 64, 1), Q4_1), 32, 64)
     rw = Rewrite()
     block_matmul(rw, "layer", "A", blocks, "Y")
     session = _session(rw, library, 32)
@@ -120,6 +112,12 @@ def test_bad_shapes_and_attributes_are_errors_not_crashes(library: Path) -> None
     next(a for a in odd.nodes[0].attribute if a.name == "block_size").i = 64
     with pytest.raises(Exception, match="no layout this kernel computes"):
         _session(odd, library, 32)
+    # a size past the kernel's bound, before anything is derived from it
+    huge = Rewrite()
+    block_matmul(huge, "layer", "A", blocks, "Y")
+    next(a for a in huge.nodes[0].attribute if a.name == "N").i = 1 << 40
+    with pytest.raises(Exception, match="no layout this kernel computes"):
+        _session(huge, library, 32)
 
 
 def test_pack_refuses_what_the_layout_cannot_hold() -> None:

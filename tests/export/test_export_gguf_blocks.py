@@ -6,30 +6,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-from tiny_gguf import Q2_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, encode
+from tiny_gguf import Q2_K, Q4_1, Q4_K, Q5_1, Q5_K, QUANTIZED, encode, realistic_weights
 
 from onnxkit.errors import InvalidRequest
 from onnxkit.export import gguf_blocks
 from onnxkit.export.gguf_compute import LM_HEAD, Compute, Plan
 from onnxkit.export.gguf_nodes import Rewrite, matmul_nbits
 
-QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
-             "Q6_K": Q6_K}
-
-
-def _weights(rows: int, cols: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    # an offset per row and a few outliers, as real weight rows have
-    w = rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02
-    w[rng.integers(0, rows, 4), rng.integers(0, cols, 4)] *= 20
-    return w.astype(np.float32)
-
 
 @pytest.mark.parametrize("name", list(QUANTIZED))
 def test_blocks_decode_as_ggml_does(name: str) -> None:
     from gguf import GGMLQuantizationType, quants
 
-    raw = encode(_weights(6, 512, 0), QUANTIZED[name])
+    raw = encode(realistic_weights(6, 512, 0), QUANTIZED[name])
     reference = quants.dequantize(raw, GGMLQuantizationType(QUANTIZED[name]))  # gguf-py's own ggml port
     blocks = gguf_blocks.decode("w", QUANTIZED[name], raw, 6, 512)
     assert blocks.type_name == name
@@ -56,14 +45,14 @@ def test_random_bytes_decode_as_ggml_does(name: str) -> None:
 
 @pytest.mark.parametrize("compute", [Compute(0), Compute(4), Compute(0, 16), Compute(4, 16)], ids=str)
 @pytest.mark.parametrize("name", list(QUANTIZED))
-def test_matmulnbits_multiplies_with_the_exact_weights(name: str, compute: Compute) -> None:
+def test_matmulnbits_multiplies_with_the_exactrealistic_weights(name: str, compute: Compute) -> None:
     """The nodes (8-bit as two 4-bit halves at level 0, plus the min term) against float64 A·Wᵀ.
 
     Level 0 keeps activations in float32: exact to float rounding. Level 4 quantizes them to int8
     per block (the layout still has to be right: within 2 %). Blocks of 16 hold the same weights."""
     k, n = 512, 96
     accuracy = compute.accuracy_level
-    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(n, k, 2), QUANTIZED[name]), n, k)
+    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(realistic_weights(n, k, 2), QUANTIZED[name]), n, k)
     rw = Rewrite()
     matmul_nbits(rw, "layer", "A", blocks, "Y", compute)
     graph = helper.make_graph(
@@ -92,7 +81,7 @@ def test_matmulnbits_multiplies_with_the_exact_weights(name: str, compute: Compu
 
 @pytest.mark.parametrize("name", ["Q4_1", "Q4_K", "Q5_1", "Q8_0"])
 def test_recentred_and_split_blocks_hold_the_same_values(name: str) -> None:
-    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(_weights(8, 256, 4), QUANTIZED[name]), 8, 256)
+    blocks = gguf_blocks.decode("w", QUANTIZED[name], encode(realistic_weights(8, 256, 4), QUANTIZED[name]), 8, 256)
     values = blocks.dequantize()
     split = blocks.split(16)
     assert split.block == 16 and split.scale.shape == (8, 16)
@@ -109,7 +98,7 @@ def test_recentred_and_split_blocks_hold_the_same_values(name: str) -> None:
 
 
 def test_unsupported_type_names_the_tensor_and_the_supported_types() -> None:
-    raw = encode(_weights(2, 256, 0), Q2_K)
+    raw = encode(realistic_weights(2, 256, 0), Q2_K)
     with pytest.raises(InvalidRequest, match=r"'blk\.3\.ffn_down\.weight' has type Q2_K.*supported types: F32, F16"):
         gguf_blocks.decode("blk.3.ffn_down.weight", Q2_K, raw, 2, 256)
 

@@ -210,3 +210,16 @@ def write_tiny_llama(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# Every quantized type onnxkit carries over, by name.
+QUANTIZED = {"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K,
+             "Q6_K": Q6_K}
+
+
+def realistic_weights(rows: int, cols: int, seed: int) -> np.ndarray:
+    """Random rows as real weight rows are: an offset per row and a few outliers."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((rows, cols)) * 0.05 + rng.standard_normal((rows, 1)) * 0.02
+    w[rng.integers(0, rows, 4), rng.integers(0, cols, 4)] *= 20
+    return w.astype(np.float32)
