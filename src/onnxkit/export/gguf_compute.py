@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from onnxkit.export import kernels
 from onnxkit.types import JSON
 
 LM_HEAD = "lm_head.MatMul.weight"  # the builder's name for the output projection's weight
@@ -119,6 +120,4 @@ KERNEL = Plan(Compute(0, kernel=True), Compute(0, kernel=True))
 
 def default_plan() -> Plan:
     """KERNEL where its library builds on this machine (it needs a C compiler), else EXACT."""
-    from onnxkit.export.kernels import library
-
-    return KERNEL if library() is not None else EXACT
+    return KERNEL if kernels.library() is not None else EXACT

@@ -14,6 +14,7 @@ built; callers then keep MatMulNBits. The record layout is ``blockmatmul.h``'s; 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -111,7 +112,9 @@ def _source_dir() -> Path:
     return Path(str(resources.files(__name__)))
 
 
+@functools.cache
 def _digest() -> str:
+    """The sources' and flags' hash: read once per process, not on every library() call."""
     h = hashlib.sha256(" ".join(_FLAGS).encode())
     for name in SOURCES:
         h.update((_source_dir() / name).read_bytes())
